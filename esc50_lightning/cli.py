@@ -1,0 +1,51 @@
+"""``esc50-lightning``: LightningCLI for fit/validate/test/predict, plus the extra commands.
+
+``esc50-lightning sweep|classical|plots|classify|export|data ...`` go to
+``esc50_lightning.commands.<name>.main``; everything else is LightningCLI's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from esc50_lightning.data import ESC50DataModule
+from esc50_lightning.errors import ESC50Error
+from esc50_lightning.models import AudioClassifier
+
+EXTRA_COMMANDS = ("sweep", "classical", "plots", "classify", "export", "data")
+
+
+class ESC50CLI(LightningCLI):
+    """LightningCLI with the DataModule's shapes linked into the model."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("trainer_defaults", {"callbacks": [LearningRateMonitor("epoch")]})
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(AudioClassifier, ESC50DataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.feature_shape", "model.input_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; bad input ends with one ``error:`` line and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        if argv and argv[0] in EXTRA_COMMANDS:
+            importlib.import_module(f"esc50_lightning.commands.{argv[0]}").main(argv[1:])
+        else:
+            ESC50CLI(args=argv)
+    except ESC50Error as err:
+        print(f"esc50-lightning: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("esc50-lightning: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,130 @@
+"""Decode clips once (soundfile), mix to mono, resample (torchaudio), fix the length, cache.
+
+All 2,000 clips of ESC-50 become one ``(clips, samples)`` float32 tensor, saved on disk under a
+key of everything that produced it, so later runs memory-map it instead of decoding again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from esc50_lightning.errors import ESC50Error
+
+CACHE_VERSION = 1
+CLIP_SECONDS = 5.0
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read any file soundfile understands as ``(frames, channels)`` float32 and its rate.
+
+    Raises ``ESC50Error`` naming the file for missing, empty, corrupt or non-finite audio.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ESC50Error(f"{path}: file not found")
+    if path.is_dir():
+        raise ESC50Error(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise ESC50Error(f"{path}: empty file")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        reason = str(err).split(": ")[-1].strip() or type(err).__name__
+        raise ESC50Error(f"{path}: cannot decode audio ({reason})") from None
+    if data.shape[0] == 0:
+        raise ESC50Error(f"{path}: no audio samples")
+    if not np.isfinite(data).all():
+        raise ESC50Error(f"{path}: contains NaN or infinite samples")
+    return data, int(rate)
+
+
+def fix_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Zero-pad or trim the last dimension to ``num_samples``."""
+    n = wave.shape[-1]
+    if n >= num_samples:
+        return wave[..., :num_samples]
+    return torch.nn.functional.pad(wave, (0, num_samples - n))
+
+
+def load_clip(path: str | Path, sample_rate: int, num_samples: int | None = None) -> torch.Tensor:
+    """One file as a mono float32 tensor ``(samples,)`` at ``sample_rate``, optionally fixed length."""
+    data, rate = read_audio(path)
+    wave = torch.from_numpy(data.mean(axis=1))
+    if rate != sample_rate:
+        wave = AF.resample(wave, rate, sample_rate)
+    return fix_length(wave, num_samples) if num_samples else wave
+
+
+def decode_clips(
+    paths: list[Path], sample_rate: int, seconds: float = CLIP_SECONDS, workers: int | None = None
+) -> torch.Tensor:
+    """Decode many files into one ``(clips, sample_rate * seconds)`` float32 tensor.
+
+    Files are read in parallel threads (libsndfile releases the GIL); clips that share a source
+    rate are resampled together as one batch.
+    """
+    num_samples = int(round(sample_rate * seconds))
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        decoded = list(pool.map(read_audio, paths))
+    out = torch.empty(len(paths), num_samples)
+    by_rate: dict[int, list[int]] = {}
+    for i, (_, rate) in enumerate(decoded):
+        by_rate.setdefault(rate, []).append(i)
+    for rate, idx in by_rate.items():
+        src_len = int(round(rate * seconds))
+        for start in range(0, len(idx), 256):
+            chunk = idx[start : start + 256]
+            batch = torch.stack(
+                [fix_length(torch.from_numpy(decoded[i][0].mean(axis=1)), src_len) for i in chunk]
+            )
+            if rate != sample_rate:
+                batch = AF.resample(batch, rate, sample_rate)
+            out[chunk] = fix_length(batch, num_samples)
+    return out
+
+
+def cache_key(paths: list[Path], sample_rate: int, seconds: float) -> str:
+    """Hash of what produced a waveform tensor: files (path, size, mtime), rate, length, code."""
+    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    blob = json.dumps([CACHE_VERSION, sample_rate, seconds, stats])
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` to a temporary name, then rename: an interrupted save leaves no cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_cached(path: Path) -> torch.Tensor | None:
+    """A cached tensor, memory-mapped, or ``None`` when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, mmap=True, weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError):
+        return None
+
+
+def cached_clips(
+    paths: list[Path], sample_rate: int, cache_dir: Path, seconds: float = CLIP_SECONDS
+) -> torch.Tensor:
+    """``decode_clips`` behind an on-disk cache keyed by ``cache_key``."""
+    path = Path(cache_dir) / f"waveforms-{sample_rate}-{cache_key(paths, sample_rate, seconds)}.pt"
+    waves = load_cached(path)
+    if waves is None:
+        waves = decode_clips(paths, sample_rate, seconds)
+        save_atomic(waves, path)
+    return waves

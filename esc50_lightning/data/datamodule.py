@@ -1,0 +1,251 @@
+"""``ESC50DataModule``: one fold of ESC-50 as in-memory spectrogram tensors, sliced into batches.
+
+Clips are decoded once (``data.audio``), their spectrograms computed once in batches on the
+training device and cached on disk, then reused by every epoch, fold and classical model. Per
+fold, only index lists and the normalisation statistics (training clips only) change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+from esc50_lightning.data.audio import CLIP_SECONDS, cache_key, cached_clips, load_cached, save_atomic
+from esc50_lightning.data.download import default_cache_dir, ensure_dataset
+from esc50_lightning.data.meta import NUM_CLASSES, class_names, load_metadata
+from esc50_lightning.errors import ESC50Error
+from esc50_lightning.features import SpectrogramFrontend, Standardize, build_augment, compute_features
+from esc50_lightning.features.spectrogram import FeatureKind, num_frames
+
+
+@dataclass
+class Augmentation:
+    """Training-batch augmentation on the device (see ``features.augment``); all off by default."""
+
+    gain_db: float = 0.0
+    time_shift: float = 0.0
+    freq_masks: int = 0
+    freq_width: int = 16
+    time_masks: int = 0
+    time_width: int = 24
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """Indexed by a whole list of clip indices at once: a batch is one tensor slice."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: np.ndarray) -> None:
+        self.x, self.y, self.index = x, y, torch.as_tensor(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.index[positions]
+        return self.x[idx], self.y[idx]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ESC50DataModule(L.LightningDataModule):
+    """ESC-50 with ``fold`` as the test fold and the other four for training.
+
+    Args:
+        root: dataset root (``audio/``, ``meta/esc50.csv``); default ``$ESC50_ROOT`` or a cache
+            folder, downloaded when missing.
+        fold: the test fold, 1-5. It never selects a checkpoint.
+        sample_rate: clips are resampled to this rate (Hz) and fixed to ``clip_seconds``.
+        feature, n_fft, win_length, hop_length, n_mels, f_min, f_max, top_db: the spectrogram
+            (``features.SpectrogramFrontend``).
+        batch_size: clips per training batch (evaluation uses 4x).
+        val_strategy: ``grouped`` carves ``val_fraction`` of the training folds out for
+            validation, stratified by class and grouped by ``src_file`` (clips cut from one
+            recording stay together); ``none`` trains on all four folds without validation.
+        augment: training-batch augmentation (``Augmentation``).
+        precompute: compute all spectrograms once (default). ``False`` keeps waveforms and
+            computes features per batch in ``on_after_batch_transfer``.
+        cache_dir: where decoded waveforms and features are cached.
+        allow_subset: accept a metadata file with fewer than 2,000 clips (tests, experiments).
+        seed: seed of the validation split.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        fold: int = 1,
+        sample_rate: int = 16000,
+        clip_seconds: float = CLIP_SECONDS,
+        feature: FeatureKind = "log_mel",
+        n_fft: int = 1024,
+        win_length: int | None = None,
+        hop_length: int = 512,
+        n_mels: int = 128,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        top_db: float | None = 80.0,
+        batch_size: int = 32,
+        val_strategy: Literal["grouped", "none"] = "grouped",
+        val_fraction: float = 0.1,
+        augment: Augmentation | None = None,
+        precompute: bool = True,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        allow_subset: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if fold not in range(1, 6):
+            raise ESC50Error(f"data.fold must be 1-5, got {fold}")
+        if not 0 < val_fraction < 0.5:
+            raise ESC50Error(f"data.val_fraction must be in (0, 0.5), got {val_fraction}")
+        self.save_hyperparameters()
+        self.root, self.fold, self.sample_rate = root, fold, sample_rate
+        self.clip_seconds, self.batch_size = clip_seconds, batch_size
+        self.val_strategy, self.val_fraction = val_strategy, val_fraction
+        self.precompute, self.num_workers, self.allow_subset, self.seed = (
+            precompute, num_workers, allow_subset, seed)
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "cache"
+        self.feature_params = dict(
+            kind=feature, sample_rate=sample_rate, n_fft=n_fft, win_length=win_length,
+            hop_length=hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max, top_db=top_db,
+        )
+        self.frontend = SpectrogramFrontend(**self.feature_params)
+        self.augment = build_augment(**asdict(augment or Augmentation()))
+        self.normalizer = Standardize(self.feature_shape[0])
+        self.meta = None
+        self.class_names: list[str] = [f"class_{i}" for i in range(NUM_CLASSES)]
+
+    # ----- shapes known before any data is read (linked into the model by the CLI) -----
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        """``(bins, frames)`` of one clip's spectrogram."""
+        p = self.feature_params
+        bins = p["n_fft"] // 2 + 1 if p["kind"] == "linear" else p["n_mels"]
+        return bins, num_frames(int(round(self.sample_rate * self.clip_seconds)), p["hop_length"])
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES
+
+    # ----- loading: all clips, cached -----
+    def _device(self) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else default_device()
+
+    def load_all(self) -> None:
+        """Metadata, waveforms (or features) of every clip; cheap after the first time."""
+        if self.meta is not None:
+            return
+        self.root = str(ensure_dataset(self.root))
+        self.meta = load_metadata(self.root, allow_subset=self.allow_subset)
+        self.class_names = class_names(self.meta)
+        self.targets = torch.tensor(self.meta["target"].to_numpy(), dtype=torch.long)
+        paths = [Path(self.root) / "audio" / f for f in self.meta["filename"]]
+        if not self.precompute:
+            self.inputs = cached_clips(paths, self.sample_rate, self.cache_dir, self.clip_seconds)
+            return
+        key = json.dumps([cache_key(paths, self.sample_rate, self.clip_seconds), self.feature_params])
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        path = self.cache_dir / f"features-{self.feature_params['kind']}-{digest}.pt"
+        features = load_cached(path)
+        if features is None:
+            waves = cached_clips(paths, self.sample_rate, self.cache_dir, self.clip_seconds)
+            features = compute_features(self.frontend, waves, self._device())
+            save_atomic(features, path)
+        self.inputs = features.clone()  # in RAM: batches are random slices
+
+    def all_features(self) -> torch.Tensor:
+        """Spectrograms of every clip ``(clips, bins, frames)``, un-normalised."""
+        self.load_all()
+        if self.precompute:
+            return self.inputs
+        return compute_features(self.frontend, self.inputs, self._device())
+
+    # ----- one fold -----
+    def split(self) -> dict[str, np.ndarray]:
+        """Clip indices of ``train``, ``val`` (maybe empty) and ``test`` for ``self.fold``."""
+        self.load_all()
+        folds = self.meta["fold"].to_numpy()
+        test = np.flatnonzero(folds == self.fold)
+        train = np.flatnonzero(folds != self.fold)
+        val = np.array([], dtype=int)
+        if self.val_strategy == "grouped":
+            splitter = StratifiedGroupKFold(
+                n_splits=round(1 / self.val_fraction), shuffle=True, random_state=self.seed)
+            fit_pos, val_pos = next(splitter.split(
+                train, self.meta["target"].to_numpy()[train], self.meta["src_file"].to_numpy()[train]))
+            train, val = train[fit_pos], train[val_pos]
+        assert not set(train) & set(test) and not set(val) & set(test) and not set(train) & set(val)
+        return {"train": train, "val": val, "test": test}
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load_all()
+        self.index = self.split()
+        train = self.index["train"]
+        if self.precompute:
+            train_features = self.inputs[train]
+        else:
+            train_features = compute_features(self.frontend, self.inputs[train], self._device())
+        self.normalizer.fit(train_features)
+
+    def pooled_features(self, how: str = "mean") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(X, y, folds, groups)`` for every clip: pooled features for scikit-learn.
+
+        Not normalised: the classical pipelines fit their own scaler inside each training split.
+        """
+        from esc50_lightning.features import pool
+
+        x = pool(self.all_features(), how).numpy()
+        m = self.meta
+        return x, m["target"].to_numpy(), m["fold"].to_numpy(), m["src_file"].to_numpy()
+
+    # ----- loaders -----
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        dataset = SliceDataset(self.inputs, self.targets, self.index[part])
+        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        size = self.batch_size if shuffle else self.batch_size * 4
+        return DataLoader(dataset, sampler=BatchSampler(order, size, drop_last=False), batch_size=None,
+                          num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False) if len(self.index["val"]) else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
+        """Features (when not precomputed), normalisation and training augmentation, on the device."""
+        if not isinstance(batch, (tuple, list)):  # the model summary's example input
+            return batch
+        x, y = batch
+        if not self.precompute:
+            x = self.frontend.to(x.device)(x)
+        x = self.normalizer.to(x.device)(x)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            x = self.augment.train()(x)
+        return x, y
+
+    # ----- what a checkpoint needs to use the model on new audio -----
+    def state_dict(self) -> dict:
+        return {"normalizer": self.normalizer.state_dict(), "class_names": self.class_names}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.normalizer.load_state_dict(state["normalizer"])
+        self.class_names = list(state["class_names"])

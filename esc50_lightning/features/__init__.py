@@ -1,0 +1,18 @@
+"""Feature modules (torch only, nothing else of ours): spectrograms, pooling, normalisation,
+augmentation."""
+
+from esc50_lightning.features.augment import RandomGain, RandomTimeShift, SpecAugment, build_augment
+from esc50_lightning.features.normalize import Standardize
+from esc50_lightning.features.pooling import pool
+from esc50_lightning.features.spectrogram import (
+    FEATURE_KINDS,
+    SpectrogramFrontend,
+    compute_features,
+    num_frames,
+    power_to_db,
+)
+
+__all__ = [
+    "FEATURE_KINDS", "RandomGain", "RandomTimeShift", "SpecAugment", "SpectrogramFrontend",
+    "Standardize", "build_augment", "compute_features", "num_frames", "pool", "power_to_db",
+]

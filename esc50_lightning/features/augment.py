@@ -1,0 +1,81 @@
+"""Batched augmentation of spectrogram batches ``(batch, bins, frames)``, on their device.
+
+Each module draws independent random values per example and is a no-op in ``eval()`` mode.
+Mixup lives in the classifier (it changes the loss, not just the input).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio.functional as AF
+from torch import nn
+
+
+class RandomGain(nn.Module):
+    """Add a uniform offset in ``[-max_db, max_db]`` dB per example (a gain, in dB features)."""
+
+    def __init__(self, max_db: float = 6.0) -> None:
+        super().__init__()
+        self.max_db = max_db
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.max_db <= 0:
+            return x
+        gain = (torch.rand(x.shape[0], 1, 1, device=x.device) * 2 - 1) * self.max_db
+        return x + gain.to(x.dtype)
+
+
+class RandomTimeShift(nn.Module):
+    """Roll each example in time by up to ``max_fraction`` of its frames, either way."""
+
+    def __init__(self, max_fraction: float = 0.5) -> None:
+        super().__init__()
+        self.max_fraction = max_fraction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.max_fraction <= 0:
+            return x
+        frames = x.shape[-1]
+        limit = int(frames * self.max_fraction)
+        shift = torch.randint(-limit, limit + 1, (x.shape[0], 1, 1), device=x.device)
+        index = (torch.arange(frames, device=x.device) - shift) % frames
+        return x.gather(-1, index.expand_as(x))
+
+
+class SpecAugment(nn.Module):
+    """SpecAugment masking (Park et al. 2019): ``freq_masks`` bands of up to ``freq_width`` bins
+    and ``time_masks`` stripes of up to ``time_width`` frames, set to ``value``, per example."""
+
+    def __init__(
+        self, freq_masks: int = 2, freq_width: int = 16, time_masks: int = 2, time_width: int = 24,
+        value: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.freq_masks, self.freq_width = freq_masks, freq_width
+        self.time_masks, self.time_width = time_masks, time_width
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        y = x.unsqueeze(1)
+        for _ in range(self.freq_masks):
+            y = AF.mask_along_axis_iid(y, self.freq_width, self.value, axis=2)
+        for _ in range(self.time_masks):
+            y = AF.mask_along_axis_iid(y, self.time_width, self.value, axis=3)
+        return y.squeeze(1)
+
+
+def build_augment(
+    gain_db: float = 0.0, time_shift: float = 0.0, freq_masks: int = 0, freq_width: int = 16,
+    time_masks: int = 0, time_width: int = 24,
+) -> nn.Sequential:
+    """The augmentation chain the DataModule applies to training batches (empty when all off)."""
+    steps: list[nn.Module] = []
+    if gain_db > 0:
+        steps.append(RandomGain(gain_db))
+    if time_shift > 0:
+        steps.append(RandomTimeShift(time_shift))
+    if freq_masks or time_masks:
+        steps.append(SpecAugment(freq_masks, freq_width, time_masks, time_width))
+    return nn.Sequential(*steps)

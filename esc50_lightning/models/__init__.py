@@ -1,0 +1,6 @@
+"""The classifier LightningModule and the networks it wraps."""
+
+from esc50_lightning.models.classifier import AudioClassifier
+from esc50_lightning.models.nets import CNN, MLP, Conv1D
+
+__all__ = ["CNN", "MLP", "AudioClassifier", "Conv1D"]

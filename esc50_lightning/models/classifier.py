@@ -1,0 +1,139 @@
+"""``AudioClassifier``: the one LightningModule. Loss, mixup, metrics, optimiser and schedule;
+the network itself is any ``nn.Module`` built from ``(n_bins, n_frames, num_classes)``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+NetFactory = Callable[[int, int, int], nn.Module]
+
+
+def metric_collection(num_classes: int, prefix: str) -> MetricCollection:
+    """Accuracy (micro) and macro precision, recall and F1 over all classes."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class AudioClassifier(L.LightningModule):
+    """Classifies ``(batch, bins, frames)`` spectrograms into ``num_classes``.
+
+    Args:
+        net: builds the network from ``(n_bins, n_frames, num_classes)`` (in a config:
+            ``class_path`` of ``MLP``, ``Conv1D``, ``CNN`` or your own, plus ``init_args``).
+        input_shape: ``(bins, frames)``, linked from the DataModule by the CLI.
+        optimizer: built from the parameters (``--model.optimizer``; default AdamW, lr 1e-3).
+        lr_schedule: per-step multiplier of the optimiser's learning rate: ``constant``, or
+            ``cosine`` decay to 0 after ``warmup_epochs`` of linear warm-up.
+        label_smoothing: cross-entropy label smoothing.
+        mixup_alpha: Beta(alpha, alpha) mixup of training batches (0: off); the loss mixes the
+            two targets' cross-entropies with the same weight.
+    """
+
+    def __init__(
+        self,
+        net: NetFactory,
+        input_shape: tuple[int, int] = (128, 157),
+        num_classes: int = 50,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_schedule: Literal["constant", "cosine"] = "cosine",
+        warmup_epochs: float = 0.0,
+        label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.net = net(*input_shape, num_classes)
+        self.optimizer = optimizer
+        self.example_input_array = torch.zeros(2, *input_shape)
+        self.val_metrics = metric_collection(num_classes, "val/")
+        self.test_metrics = metric_collection(num_classes, "test/")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.confusion: torch.Tensor | None = None  # filled at test end, read by `sweep`
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        smooth = self.hparams.label_smoothing
+        if self.hparams.mixup_alpha > 0:
+            lam = float(torch.distributions.Beta(self.hparams.mixup_alpha, self.hparams.mixup_alpha).sample())
+            perm = torch.randperm(x.shape[0], device=x.device)
+            logits = self(lam * x + (1 - lam) * x[perm])
+            loss = lam * F.cross_entropy(logits, y, label_smoothing=smooth) + (1 - lam) * F.cross_entropy(
+                logits, y[perm], label_smoothing=smooth)
+        else:
+            logits = self(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=smooth)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True)
+        self.val_metrics.update(logits, y)
+        self.log_dict(self.val_metrics, prog_bar=False)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("test/loss", F.cross_entropy(logits, y))
+        self.test_metrics.update(logits, y)
+        self.test_confusion.update(logits, y)
+        self.log_dict(self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self.confusion = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
+        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
+        logger = self.logger
+        if logger is not None and hasattr(logger.experiment, "add_figure"):
+            from esc50_lightning.figures import confusion_figure
+
+            names = names or [str(i) for i in range(self.confusion.shape[0])]
+            logger.experiment.add_figure("test/confusion_matrix", confusion_figure(
+                self.confusion.numpy(), names), self.global_step)
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self(batch[0]).softmax(-1)
+
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer(self.parameters())
+        if self.hparams.lr_schedule == "constant":
+            return {"optimizer": optimizer}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,88 @@
+"""The networks: plain ``nn.Module``s mapping ``(batch, bins, frames)`` spectrograms to logits.
+
+Each takes ``(n_bins, n_frames, num_classes)`` first; the CLI fills them from the DataModule,
+so no shape is hard-coded.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """The seed's MLP: flatten, fully connected, ReLU, fully connected.
+
+    Input ``(batch, bins, frames)``; output ``(batch, num_classes)``. ``input_dropout`` drops
+    spectrogram cells before the first layer (a strong regulariser for 20,000 inputs).
+    """
+
+    def __init__(
+        self, n_bins: int, n_frames: int, num_classes: int, hidden: int = 512,
+        dropout: float = 0.5, input_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Flatten(), nn.Dropout(input_dropout), nn.Linear(n_bins * n_frames, hidden),
+            nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class Conv1D(nn.Module):
+    """The seed's Conv1D: frequency bins as channels, two ``Conv1d`` + ReLU layers, temporal
+    pooling, a linear output.
+
+    Options the seed lacked: batch norm after each convolution, a max-pool of ``pool_size``
+    frames between the two layers, mean+max global pooling over time and dropout before the
+    output. Input ``(batch, bins, frames)``; output ``(batch, num_classes)``.
+    """
+
+    def __init__(
+        self, n_bins: int, n_frames: int, num_classes: int, channels: tuple[int, int] = (256, 256),
+        kernel_size: int = 5, batch_norm: bool = True, pool_size: int = 2, dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            norm = [nn.BatchNorm1d(c_out)] if batch_norm else []
+            return [nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=not batch_norm),
+                    *norm, nn.ReLU()]
+
+        c1, c2 = channels
+        pool = [nn.MaxPool1d(pool_size)] if pool_size > 1 else []
+        self.features = nn.Sequential(*block(n_bins, c1), *pool, *block(c1, c2))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c2, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        return self.head(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
+
+
+class CNN(nn.Module):
+    """A 2-D CNN on log-mel: ``len(channels)`` blocks of two 3x3 conv-BN-ReLU layers and a 2x2
+    average pool, then mean over frequency, mean+max over time, dropout and a linear output.
+
+    Input ``(batch, bins, frames)``; output ``(batch, num_classes)``.
+    """
+
+    def __init__(
+        self, n_bins: int, n_frames: int, num_classes: int,
+        channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.BatchNorm2d(1)]
+        c_in = 1
+        for c in channels:
+            for c_from in (c_in, c):
+                layers += [nn.Conv2d(c_from, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+            layers.append(nn.AvgPool2d(2))
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x.unsqueeze(1)).mean(2)  # (batch, channels, frames)
+        return self.head(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
