@@ -10,7 +10,7 @@ import importlib
 import os
 import sys
 
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from esc50_lightning.data import ESC50DataModule
@@ -25,7 +25,9 @@ class ESC50CLI(LightningCLI):
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("seed_everything_default", 0)
-        kwargs.setdefault("trainer_defaults", {"callbacks": [LearningRateMonitor("epoch")]})
+        kwargs.setdefault("trainer_defaults", {
+            "callbacks": [LearningRateMonitor("epoch"), ModelCheckpoint(save_last=True)],
+        })
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(AudioClassifier, ESC50DataModule, *args, **kwargs)
 

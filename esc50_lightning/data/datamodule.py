@@ -23,7 +23,13 @@ from esc50_lightning.data.audio import CLIP_SECONDS, cache_key, cached_clips, lo
 from esc50_lightning.data.download import default_cache_dir, ensure_dataset
 from esc50_lightning.data.meta import NUM_CLASSES, class_names, load_metadata
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.features import SpectrogramFrontend, Standardize, build_augment, compute_features
+from esc50_lightning.features import (
+    RandomGain,
+    SpectrogramFrontend,
+    Standardize,
+    build_augment,
+    compute_features,
+)
 from esc50_lightning.features.spectrogram import FeatureKind, num_frames
 
 
@@ -120,7 +126,9 @@ class ESC50DataModule(L.LightningDataModule):
             hop_length=hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max, top_db=top_db,
         )
         self.frontend = SpectrogramFrontend(**self.feature_params)
-        self.augment = build_augment(**asdict(augment or Augmentation()))
+        augment = asdict(augment or Augmentation())
+        self.gain = RandomGain(augment.pop("gain_db"))
+        self.augment = build_augment(**augment)
         self.normalizer = Standardize(self.feature_shape[0])
         self.meta = None
         self.class_names: list[str] = [f"class_{i}" for i in range(NUM_CLASSES)]
@@ -236,9 +244,12 @@ class ESC50DataModule(L.LightningDataModule):
         x, y = batch
         if not self.precompute:
             x = self.frontend.to(x.device)(x)
-        x = self.normalizer.to(x.device)(x)
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.training:
+        training = trainer is not None and trainer.training
+        if training:
+            x = self.gain.train()(x)  # dB offset: before normalisation
+        x = self.normalizer.to(x.device)(x)
+        if training:
             x = self.augment.train()(x)
         return x, y
 

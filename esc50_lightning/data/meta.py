@@ -66,7 +66,7 @@ def load_metadata(root: str | Path, allow_subset: bool = False) -> pd.DataFrame:
                 "(pass allow_subset=True for a partial dataset)"
             )
         if meta["fold"].nunique() != NUM_FOLDS:
-            raise ESC50Error(f"{path}: expected folds 1-5, found {sorted(meta['fold'].unique())}")
+            raise ESC50Error(f"{path}: expected folds 1-5, found {sorted(meta['fold'].unique().tolist())}")
     audio_dir = Path(root) / "audio"
     absent = [f for f in meta["filename"] if not (audio_dir / f).is_file()]
     if absent:

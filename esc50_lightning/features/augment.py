@@ -67,13 +67,14 @@ class SpecAugment(nn.Module):
 
 
 def build_augment(
-    gain_db: float = 0.0, time_shift: float = 0.0, freq_masks: int = 0, freq_width: int = 16,
-    time_masks: int = 0, time_width: int = 24,
+    time_shift: float = 0.0, freq_masks: int = 0, freq_width: int = 16, time_masks: int = 0,
+    time_width: int = 24,
 ) -> nn.Sequential:
-    """The augmentation chain the DataModule applies to training batches (empty when all off)."""
+    """The chain applied to normalised training batches (empty when all off).
+
+    ``RandomGain`` is not part of it: a gain acts on dB features before normalisation.
+    """
     steps: list[nn.Module] = []
-    if gain_db > 0:
-        steps.append(RandomGain(gain_db))
     if time_shift > 0:
         steps.append(RandomTimeShift(time_shift))
     if freq_masks or time_masks:

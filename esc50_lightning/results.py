@@ -1,0 +1,55 @@
+"""Result files shared by ``sweep`` and ``classical``: the JSON of DESIGN.md and a markdown table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("accuracy", "precision", "recall", "f1")
+
+
+def summarize_run(name: str, folds: list[dict]) -> dict:
+    """One ``runs`` entry: per-fold rows plus mean and standard deviation (ddof=1) over folds."""
+    table = np.array([[f[m] for m in METRICS] for f in folds], dtype=float)
+    std = table.std(0, ddof=1) if len(folds) > 1 else np.zeros(len(METRICS))
+    return {
+        "name": name,
+        "folds": folds,
+        "mean": dict(zip(METRICS, map(float, table.mean(0)))),
+        "std": dict(zip(METRICS, map(float, std))),
+    }
+
+
+def markdown_table(runs: list[dict], sort: bool = True) -> str:
+    """Mean ± std of each metric per run, best accuracy first when ``sort``."""
+    rows = sorted(runs, key=lambda r: -r["mean"]["accuracy"]) if sort else runs
+    lines = [
+        "| run | folds | accuracy | precision | recall | F1 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = " | ".join(f"{r['mean'][m]:.3f} ± {r['std'][m]:.3f}" for m in METRICS)
+        lines.append(f"| `{r['name']}` | {len(r['folds'])} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json_atomic(obj: object, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_results(path: str | Path, kind: str, config: dict, dataset: dict, runs: list[dict],
+                  extra: dict | None = None) -> str:
+    """Write ``path`` (JSON) and ``path`` with ``.md`` (the table); return the table."""
+    path = Path(path)
+    write_json_atomic({"kind": kind, "config": config, "dataset": dataset, "runs": runs, **(extra or {})}, path)
+    table = markdown_table(runs)
+    path.with_suffix(".md").write_text(table)
+    return table

@@ -1,0 +1,90 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esc50_lightning.cli import main
+
+from .conftest import FAST_DATA
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def fast_args(root, cache, config="conv1d.yaml", epochs=2):
+    data = [f"--data.{k}={v}" for k, v in FAST_DATA.items()]
+    return [f"--config={CONFIGS / config}", f"--data.root={root}", f"--data.cache_dir={cache}", *data,
+            f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", "--trainer.precision=32-true"]
+
+
+@pytest.mark.parametrize("config", ["mlp.yaml", "conv1d.yaml", "cnn.yaml"])
+def test_fit_end_to_end(tiny_root, tmp_path, monkeypatch, config):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *fast_args(tiny_root, tmp_path / "cache", config)])
+    runs = list((tmp_path / "lightning_logs").glob("version_*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("events.out.tfevents.*"))
+    assert (runs[0] / "checkpoints" / "last.ckpt").exists()
+    assert (runs[0] / "config.yaml").exists()
+
+
+def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "sweep.json"
+    args = ["sweep", *fast_args(tiny_root, tmp_path / "cache"), "--folds", "1", "2", "--results", str(out)]
+    main(args)
+    result = json.loads(out.read_text())
+    assert result["kind"] == "sweep"
+    (run,) = result["runs"]
+    assert [f["fold"] for f in run["folds"]] == [1, 2]
+    for key in ("accuracy", "precision", "recall", "f1"):
+        assert 0 <= run["mean"][key] <= 1 and key in run["std"]
+    assert result["dataset"]["clips"] == 40
+    assert result["config"]["data"]["feature"] == "log_mel"
+    assert sum(map(sum, result["confusion_matrix"])) == 16  # 2 test folds x 8 clips
+    assert out.with_suffix(".md").read_text().startswith("| run |")
+    fold_dirs = sorted((tmp_path / "lightning_logs" / "sweeps" / "conv1d").glob("fold*"))
+    assert [d.name for d in fold_dirs] == ["fold1", "fold2"]
+    stamps = [p.stat().st_mtime_ns for p in (tmp_path / "lightning_logs").rglob("*.ckpt")]
+
+    import esc50_lightning.commands.sweep as sweep
+
+    monkeypatch.setattr(sweep, "run_fold", lambda *a: pytest.fail("trained a finished fold again"))
+    main(args)
+    assert stamps == [p.stat().st_mtime_ns for p in (tmp_path / "lightning_logs").rglob("*.ckpt")]
+    assert json.loads(out.read_text())["runs"] == result["runs"]
+
+
+def test_sweep_resumes_interrupted_fold(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["sweep", *fast_args(tiny_root, tmp_path / "cache", epochs=1), "--folds", "1"]
+    main(base)
+    fold = tmp_path / "lightning_logs" / "sweeps" / "conv1d" / "fold1"
+    (fold / "result.json").unlink()  # as if the run died after its last checkpoint
+    main([*base, "--trainer.max_epochs=2"])
+    result = json.loads((fold / "result.json").read_text())
+    assert result["epochs"] == 2 and result["resumed"]
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "esc50_lightning", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_unknown_config_key_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  net:\n    class_path: esc50_lightning.models.MLP\ndata:\n  sampel_rate: 8000\n")
+    proc = run_cli("fit", "--config", str(bad), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "sampel_rate" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_data_root_is_one_clear_error(tree, tmp_path):
+    (tree / "audio" / sorted(p.name for p in (tree / "audio").iterdir())[0]).write_bytes(b"junk")
+    proc = run_cli("fit", *fast_args(tree, tmp_path / "c", epochs=1), "--data.clip_seconds=1.0", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "cannot decode audio" in proc.stderr.strip().splitlines()[-1]
