@@ -1,8 +1,11 @@
 """Matplotlib figures (Agg backend) shared by the training loop and the ``plots`` command.
 
-Depends on nothing else of ours, so models may import it.
+``confusion`` depends on nothing of ours (models import it); ``audio`` uses ``features``.
 """
 
 from esc50_lightning.figures.confusion import confusion_figure, most_confused
+from esc50_lightning.figures.save import save_png
 
-__all__ = ["confusion_figure", "most_confused"]
+__all__ = ["confusion_figure", "most_confused", "save_png"]
+# figures.audio needs esc50_lightning.features and figures.curves needs tensorboard: import them
+# from their modules, so the training loop pulls in only what it uses.

@@ -1,0 +1,61 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from esc50_lightning.cli import main
+
+
+def png_size(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_clip_figures(tiny_root, tmp_path):
+    out = tmp_path / "figs"
+    main(["plots", "waveform", "compare", "pooling", "--per-class", "--root", str(tiny_root), "--allow-subset",
+          "--out", str(out), "--dpi", "50", "--tensorboard", str(tmp_path / "tb")])
+    expected = {"waveform": (600, 150), "waveform_classes": (650, 75), "compare": (850, 210),
+                "compare_resolution": (780, 360), "pooling": (650, 210)}
+    for name, size in expected.items():
+        width, height = png_size(out / f"{name}.png")
+        assert abs(width - size[0]) <= 30 and abs(height - size[1]) <= 30, (name, width, height)
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_curves_and_confusion(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    sweep = tmp_path / "sweep"
+    for fold in (1, 2):
+        writer = SummaryWriter(sweep / f"fold{fold}")
+        for epoch in range(5):
+            for tag in ("train/loss", "val/loss", "train/acc", "val/acc"):
+                writer.add_scalar(tag, epoch * 0.1 + fold, epoch)
+        writer.close()
+    names = [f"class_{i}" for i in range(50)]
+    matrix = np.eye(50, dtype=int) * 7
+    matrix[3, 4] = 5
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"runs": [{"name": "x", "folds": [{}, {}]}], "confusion_matrix": matrix.tolist(),
+                                   "class_names": names}))
+    out = tmp_path / "figs"
+    main(["plots", "curves", "confusion", "--run", str(sweep), "--results", str(results), "--out", str(out),
+          "--dpi", "40", "--tensorboard", ""])
+    assert png_size(out / "curves.png") == (520, 172)
+    assert png_size(out / "confusion.png") == (680, 520)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["curves", "--run", "{tmp}"], "no TensorBoard event files"),
+    (["confusion", "--results", "{tmp}/nope.json"], "not a sweep result"),
+])
+def test_missing_inputs_are_clear(tmp_path, capsys, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        main(["plots", *args, "--out", str(tmp_path), "--tensorboard", ""])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
