@@ -64,7 +64,7 @@ class AudioClassifier(L.LightningModule):
         mixup_alpha: float = 0.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.save_hyperparameters()  # under LightningCLI: the config (class paths), so checkpoints rebuild the net
         self.net = net(*input_shape, num_classes)
         self.optimizer = optimizer
         self.example_input_array = torch.zeros(2, *input_shape)

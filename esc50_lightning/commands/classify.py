@@ -1,0 +1,84 @@
+"""``esc50-lightning classify --ckpt FILE.ckpt AUDIO...``: class probabilities for any audio file.
+
+Any format soundfile reads, any rate (resampled), any channel count (mixed to mono), any length:
+shorter files are zero-padded to the training clip length, longer ones are cut into windows of
+that length with 50% overlap (the last window ends at the end of the file) whose probabilities
+are averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from esc50_lightning.data.audio import fix_length, load_clip
+from esc50_lightning.errors import ESC50Error
+from esc50_lightning.models.waveform import LoadedModel, load_checkpoint
+
+
+def windows(wave: torch.Tensor, size: int, overlap: float = 0.5) -> tuple[torch.Tensor, list[float]]:
+    """``(n, size)`` windows covering ``wave`` and their start offsets in samples."""
+    if wave.shape[-1] <= size:
+        return fix_length(wave, size)[None], [0]
+    hop = max(1, int(size * (1 - overlap)))
+    starts = list(range(0, wave.shape[-1] - size + 1, hop))
+    if starts[-1] + size < wave.shape[-1]:
+        starts.append(wave.shape[-1] - size)
+    return torch.stack([wave[s : s + size] for s in starts]), starts
+
+
+@torch.no_grad()
+def classify_file(model: LoadedModel, path: str, overlap: float = 0.5) -> dict:
+    wave = load_clip(path, model.sample_rate)
+    batch, starts = windows(wave, model.clip_samples, overlap)
+    probs = model.module(batch).float().softmax(-1)
+    return {"file": path, "seconds": round(wave.shape[-1] / model.sample_rate, 3), "probabilities": probs.mean(0),
+            "windows": [(s / model.sample_rate, p) for s, p in zip(starts, probs)]}
+
+
+def top(probs: torch.Tensor, names: list[str], k: int) -> list[dict]:
+    values, index = probs.topk(min(k, len(names)))
+    return [{"class": names[i], "probability": round(float(v), 4)} for v, i in zip(values, index.tolist())]
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="esc50-lightning classify", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, ...)")
+    parser.add_argument("--ckpt", required=True, help="a checkpoint written by fit or sweep")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--windows", action="store_true", help="also show each window's top class")
+    parser.add_argument("--overlap", type=float, default=0.5, help="overlap of windows in long files")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="report unreadable files and carry on (exit status 1 if any)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.overlap < 1:
+        raise ESC50Error(f"--overlap must be in [0, 1), got {args.overlap}")
+    model = load_checkpoint(args.ckpt)
+    results, bad = [], []
+    for path in args.audio:
+        try:
+            r = classify_file(model, path, args.overlap)
+        except ESC50Error as err:
+            if not args.skip_bad:
+                raise
+            bad.append({"file": path, "error": str(err)})
+            print(f"esc50-lightning: skipped: {err}", file=sys.stderr)
+            continue
+        entry = {"file": path, "seconds": r["seconds"], "top": top(r["probabilities"], model.class_names, args.top_k)}
+        if args.windows:
+            entry["windows"] = [{"start": round(s, 3), **top(p, model.class_names, 1)[0]} for s, p in r["windows"]]
+        results.append(entry)
+        if not args.json:
+            best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top"])
+            print(f"{path} ({r['seconds']:.2f} s): {best}")
+            for w in entry.get("windows", []):
+                print(f"    {w['start']:7.2f} s  {w['class']} {w['probability']:.3f}")
+    if args.json:
+        print(json.dumps({"checkpoint": args.ckpt, "results": results, "errors": bad}, indent=2))
+    if bad:
+        sys.exit(1)
