@@ -32,7 +32,8 @@ def markdown_table(runs: list[dict], sort: bool = True) -> str:
     ]
     for r in rows:
         cells = " | ".join(f"{r['mean'][m]:.3f} ± {r['std'][m]:.3f}" for m in METRICS)
-        lines.append(f"| `{r['name']}` | {len(r['folds'])} | {cells} |")
+        name = r["name"].replace("|", "\\|")  # a bare | would end the table cell
+        lines.append(f"| `{name}` | {len(r['folds'])} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,60 @@
+"""Shared by the benchmarks: machine description, repeated timing, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "python": platform.python_version(),
+    }
+
+
+def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, list[float], object]:
+    """Median seconds of ``repeats`` calls, every time, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), [round(t, 4) for t in times], result
+
+
+def data_root() -> Path:
+    root = os.environ.get("ESC50_ROOT")
+    if not root or not (Path(root) / "meta" / "esc50.csv").is_file():
+        sys.exit("set ESC50_ROOT to an ESC-50 root (python ../shared/esc50/unpack.py /tmp/ESC-50-16k)")
+    return Path(root)
+
+
+def write(name: str, figures: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    doc = {"benchmark": name, "command": f"ESC50_ROOT={os.environ.get('ESC50_ROOT', '')} {command}",
+           "machine": machine(), "date": time.strftime("%Y-%m-%d"), **figures}
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path

@@ -1,0 +1,107 @@
+import json
+import re
+
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from esc50_lightning.cli import main
+from esc50_lightning.data import ESC50DataModule
+
+from .conftest import FAST_DATA
+
+DATA = {k: v for k, v in FAST_DATA.items() if k in ("sample_rate", "n_fft", "hop_length", "n_mels", "allow_subset")}
+
+
+def classical_args(root, cache, results, **overrides):
+    args = ["classical", f"--data.root={root}", f"--data.cache_dir={cache}", f"--results={results}",
+            "--features={log_mel: {feature: log_mel}, linear: {feature: linear}}", "--poolings=[mean, meanstd]",
+            "--models=[svm, logreg, rf, svm_cv]", "--C=[1.0]", "--norm=[true, false]",
+            "--params={rf: {n_estimators: 10}}", "--search={svm: {C: [1.0, 10.0]}}", "--n_jobs=1"]
+    args += [f"--data.{k}={v}" for k, v in DATA.items()]
+    return args + [f"--{k}={v}" for k, v in overrides.items()]
+
+
+def test_no_test_fold_clip_reaches_any_fit(tiny_root, tmp_path, monkeypatch):
+    """Every fit (scaler, SVM, logistic regression, forest; inner searches too) sees at most four
+    folds, and whatever is scored on fold k was fitted without any clip of fold k."""
+    folds_by_row = {}
+    for feature in ("log_mel", "linear"):
+        dm = ESC50DataModule(root=str(tiny_root), cache_dir=str(tmp_path / "cache"), feature=feature, **DATA)
+        for pooling in ("mean", "meanstd"):
+            x, _, folds, _ = dm.pooled_features(pooling)
+            folds_by_row.update({row.astype(np.float32).tobytes(): f for row, f in zip(x, folds)})
+    fits, predictions, alive = [], [], []
+
+    def folds_of(x):
+        """Folds of the rows of ``x``; ``None`` for rows already standardised inside a pipeline."""
+        keys = [np.asarray(row, dtype=np.float32).tobytes() for row in x]
+        return {folds_by_row[k] for k in keys} if all(k in folds_by_row for k in keys) else None
+
+    def spy(cls, method, log):
+        original = cls.__dict__.get(method) or getattr(cls, method)  # may be sklearn's available_if
+
+        def wrapped(self, x, *args, **kwargs):
+            seen = folds_of(x)
+            if seen is not None:
+                log.append((id(self), seen))
+                alive.append(self)  # keeps ids unique: no estimator is freed and its id reused
+            return original.__get__(self, type(self))(x, *args, **kwargs)
+
+        wrapped.__name__ = method  # sklearn's scorers look the method up again by name
+        monkeypatch.setattr(cls, method, wrapped)
+
+    for cls in (Pipeline, SVC, LogisticRegression, RandomForestClassifier):
+        spy(cls, "fit", fits)
+        spy(cls, "predict", predictions)
+    spy(StandardScaler, "fit", fits)
+    main(classical_args(tiny_root, tmp_path / "cache", tmp_path / "r.json"))
+    assert fits and predictions
+    assert all(len(f) <= 4 for _, f in fits)
+    fitted = {}
+    for owner, f in fits:
+        fitted.setdefault(owner, set()).update(f)
+    for owner, scored in predictions:
+        assert not fitted[owner] & scored, "a model was scored on folds it was fitted on"
+
+
+def test_json_table_and_resume(tiny_root, tmp_path, monkeypatch):
+    results = tmp_path / "classical.json"
+    main(classical_args(tiny_root, tmp_path / "cache", results))
+    doc = json.loads(results.read_text())
+    assert doc["kind"] == "classical" and doc["dataset"]["clips"] == 40
+    names = [r["name"] for r in doc["runs"]]
+    assert "log_mel|mean|svm|C=1.0|norm=True" in names and "linear|meanstd|rf|norm=False" in names
+    assert len(names) == 2 * 2 * 4 * 2
+    for run in doc["runs"]:
+        assert [f["fold"] for f in run["folds"]] == [1, 2, 3, 4, 5]
+        assert 0 <= run["mean"]["accuracy"] <= 1
+    table = results.with_suffix(".md").read_text().splitlines()
+    cells = [re.split(r"(?<!\\)\|", line) for line in table[2:]]  # cells end at unescaped pipes
+    assert all(len(c) == 8 for c in cells)
+    accuracies = [float(c[3].split("±")[0]) for c in cells]
+    assert accuracies == sorted(accuracies, reverse=True)
+    # the synthetic classes are easy: the best row separates them
+    assert max(r["mean"]["accuracy"] for r in doc["runs"]) >= 0.9
+
+    import esc50_lightning.commands.classical as classical
+
+    monkeypatch.setattr(classical, "official_folds_cv", lambda *a, **k: pytest.fail("recomputed a finished row"))
+    main(classical_args(tiny_root, tmp_path / "cache", results))
+    assert json.loads(results.read_text())["runs"] == doc["runs"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"models": "[svm, knn]"}, "unknown classical model"),
+    ({"poolings": "[median]"}, "unknown pooling"),
+    ({"models": "[logreg_cv]"}, "needs a search grid"),
+])
+def test_bad_grid_is_one_clear_error(tiny_root, tmp_path, capsys, override, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(classical_args(tiny_root, tmp_path / "cache", tmp_path / "r.json", **override))
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
