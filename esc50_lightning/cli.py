@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from esc50_lightning.data import ESC50DataModule
 from esc50_lightning.errors import ESC50Error
@@ -34,6 +36,24 @@ class ESC50CLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.feature_shape", "model.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last``: resume the newest run's ``last.ckpt`` and keep logging into its folder.
+
+        (Lightning alone looks for ``last`` in the new run's own, empty, version folder.)
+        """
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path") != "last":
+            return
+        logger = self.trainer.logger
+        if not isinstance(logger, TensorBoardLogger):
+            return
+        runs = sorted(Path(logger.root_dir).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise ESC50Error(f"--ckpt_path last: no */checkpoints/last.ckpt under {logger.root_dir} to resume")
+        config["ckpt_path"] = str(runs[-1])
+        logger._version = runs[-1].parent.parent.name
+        print(f"resuming {runs[-1]}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,6 +30,25 @@ def test_fit_end_to_end(tiny_root, tmp_path, monkeypatch, config):
     assert (runs[0] / "config.yaml").exists()
 
 
+def test_fit_resumes_last_checkpoint(tiny_root, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *fast_args(tiny_root, tmp_path / "cache", epochs=1)])
+    main(["fit", *fast_args(tiny_root, tmp_path / "cache", epochs=2), "--ckpt_path=last"])
+    runs = list((tmp_path / "lightning_logs").glob("version_*"))
+    assert [r.name for r in runs] == ["version_0"]  # the resumed run continues in its own folder
+    last = torch.load(runs[0] / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1 and last["global_step"] == 2 * 3  # two epochs of 3 batches in all
+
+
+def test_resume_without_checkpoint_is_clear(tiny_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", *fast_args(tiny_root, tmp_path / "cache", epochs=1), "--ckpt_path=last"])
+    assert "no */checkpoints/last.ckpt" in capsys.readouterr().err
+
+
 def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "sweep.json"
