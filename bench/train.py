@@ -14,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import Callback
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_root, write  # noqa: E402
@@ -63,9 +65,12 @@ def measure(config: str, precision: str, epochs: int, work: Path) -> dict:
     seconds = statistics.median(e[0] for e in timed)
     outside = statistics.median(1 - e[1] / e[0] for e in timed)
     params = sum(p.numel() for p in cli.model.parameters())
+    with FlopCounterMode(display=False) as flops:
+        cli.model.net.eval().float().to("cpu")(torch.zeros(1, *cli.datamodule.feature_shape))
     return {"config": config, "precision": precision, "seconds_per_epoch": round(seconds, 3),
             "clips_per_second": round(timed[0][2] / seconds, 1), "outside_forward_backward_share": round(outside, 4),
             "first_batch_after_fit_seconds": round(timer.first_batch, 3), "parameters": params,
+            "macs_per_clip": flops.get_total_flops() // 2, "input_shape": list(cli.datamodule.feature_shape),
             "epoch_runs": [round(e[0], 3) for e in timer.epochs]}
 
 

@@ -69,28 +69,38 @@ def decode_clips(
 ) -> torch.Tensor:
     """Decode many files into one ``(clips, sample_rate * seconds)`` float32 tensor.
 
-    Files are read in parallel threads (libsndfile releases the GIL); clips that share a source
-    rate are resampled together as one batch.
+    Files are read in parallel threads (libsndfile releases the GIL) and written straight into
+    their row of the output; clips at another rate are then resampled in batches, one batch per
+    source rate.
     """
     num_samples = int(round(sample_rate * seconds))
+    out = torch.zeros(len(paths), num_samples)
+    pending: dict[int, list[tuple[int, np.ndarray]]] = {}
+
+    def read_into(i: int) -> None:
+        data, rate = read_audio(paths[i])
+        mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+        if rate == sample_rate:
+            n = min(num_samples, mono.shape[0])
+            out[i, :n] = torch.from_numpy(mono[:n])
+        else:
+            pending.setdefault(rate, []).append((i, mono))
+
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        decoded = list(pool.map(read_audio, paths))
-    out = torch.empty(len(paths), num_samples)
-    by_rate: dict[int, list[int]] = {}
-    for i, (_, rate) in enumerate(decoded):
-        by_rate.setdefault(rate, []).append(i)
-    for rate, idx in by_rate.items():
+        list(pool.map(read_into, range(len(paths))))
+    for rate, clips in pending.items():
         src_len = int(round(rate * seconds))
-        for start in range(0, len(idx), 256):
-            chunk = idx[start : start + 256]
-            batch = torch.stack(
-                [fix_length(torch.from_numpy(decoded[i][0].mean(axis=1)), src_len) for i in chunk]
-            )
-            if rate != sample_rate:
-                batch = AF.resample(batch, rate, sample_rate)
-            out[chunk] = fix_length(batch, num_samples)
+        for start in range(0, len(clips), 256):
+            chunk = clips[start : start + 256]
+            batch = torch.stack([fix_length(torch.from_numpy(m), src_len) for _, m in chunk])
+            out[[i for i, _ in chunk]] = fix_length(AF.resample(batch, rate, sample_rate), num_samples)
     return out
+
+
+def needs_resampling(paths: list[Path], sample_rate: int) -> bool:
+    """Whether any file is at another rate (its header alone is read)."""
+    return any(sf.info(p).samplerate != sample_rate for p in paths)
 
 
 def cache_key(paths: list[Path], sample_rate: int, seconds: float) -> str:
@@ -119,12 +129,17 @@ def load_cached(path: Path) -> torch.Tensor | None:
 
 
 def cached_clips(
-    paths: list[Path], sample_rate: int, cache_dir: Path, seconds: float = CLIP_SECONDS
+    paths: list[Path], sample_rate: int, cache_dir: Path, seconds: float = CLIP_SECONDS, always: bool = True
 ) -> torch.Tensor:
-    """``decode_clips`` behind an on-disk cache keyed by ``cache_key``."""
+    """``decode_clips`` behind an on-disk cache keyed by ``cache_key``.
+
+    With ``always=False`` a new cache file is written only when resampling was needed: decoding
+    16-bit files at their own rate is as fast as reading back a float32 copy of them.
+    """
     path = Path(cache_dir) / f"waveforms-{sample_rate}-{cache_key(paths, sample_rate, seconds)}.pt"
     waves = load_cached(path)
     if waves is None:
         waves = decode_clips(paths, sample_rate, seconds)
-        save_atomic(waves, path)
+        if always or needs_resampling(paths, sample_rate):
+            save_atomic(waves, path)
     return waves

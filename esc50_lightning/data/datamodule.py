@@ -167,7 +167,7 @@ class ESC50DataModule(L.LightningDataModule):
         path = self.cache_dir / f"features-{self.feature_params['kind']}-{digest}.pt"
         features = load_cached(path)
         if features is None:
-            waves = cached_clips(paths, self.sample_rate, self.cache_dir, self.clip_seconds)
+            waves = cached_clips(paths, self.sample_rate, self.cache_dir, self.clip_seconds, always=False)
             features = compute_features(self.frontend, waves, self._device())
             save_atomic(features, path)
         self.inputs = features.clone()  # in RAM: batches are random slices

@@ -6,7 +6,6 @@ import math
 from typing import Literal
 
 import torch
-import torchaudio
 import torchaudio.functional as AF
 from torch import nn
 
@@ -51,6 +50,26 @@ def log_frequency_fbanks(
     return (fb / fb.sum(dim=0, keepdim=True)).float()
 
 
+class PowerSpectrogram(nn.Module):
+    """``|STFT|^2`` of ``(..., samples)``: ``(..., n_fft // 2 + 1, frames)``, centred, zero-padded.
+
+    Same numbers as ``torchaudio.transforms.Spectrogram(power=2, pad_mode="constant")``, which
+    takes a square root (``abs``) and squares it again; this sums re^2 + im^2 directly.
+    """
+
+    def __init__(self, n_fft: int, win_length: int | None, hop_length: int) -> None:
+        super().__init__()
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length or n_fft, hop_length
+        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        shape = wave.shape
+        spec = torch.stft(wave.reshape(-1, shape[-1]), self.n_fft, self.hop_length, self.win_length,
+                          self.window, center=True, pad_mode="constant", return_complex=True)
+        power = torch.view_as_real(spec).square().sum(-1)
+        return power.reshape(*shape[:-1], *power.shape[-2:])
+
+
 class SpectrogramFrontend(nn.Module):
     """Waveform ``(..., samples)`` to a dB spectrogram ``(..., bins, frames)``.
 
@@ -83,10 +102,7 @@ class SpectrogramFrontend(nn.Module):
         if kind not in FEATURE_KINDS:
             raise ValueError(f"unknown feature kind {kind!r}; choose one of {FEATURE_KINDS}")
         self.kind, self.top_db = kind, top_db
-        self.stft = torchaudio.transforms.Spectrogram(
-            n_fft=n_fft, win_length=win_length, hop_length=hop_length, power=2.0,
-            center=True, pad_mode="constant",
-        )
+        self.stft = PowerSpectrogram(n_fft, win_length, hop_length)
         n_freqs, f_max = n_fft // 2 + 1, f_max or sample_rate / 2
         if kind == "log_mel":
             fb = AF.melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate, "slaney", "slaney")
