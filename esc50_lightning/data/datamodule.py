@@ -55,7 +55,7 @@ class SliceDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.index[positions]
+        idx = self.index[torch.as_tensor(positions)]
         return self.x[idx], self.y[idx]
 
 

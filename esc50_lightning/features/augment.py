@@ -7,7 +7,6 @@ Mixup lives in the classifier (it changes the loss, not just the input).
 from __future__ import annotations
 
 import torch
-import torchaudio.functional as AF
 from torch import nn
 
 
@@ -42,9 +41,19 @@ class RandomTimeShift(nn.Module):
         return x.gather(-1, index.expand_as(x))
 
 
+def random_bands(batch: int, count: int, max_width: int, size: int, device: torch.device) -> torch.Tensor:
+    """``(batch, size)`` mask: the union of ``count`` bands per example, each of a width drawn
+    uniformly from ``[0, max_width)`` at a uniform position (SpecAugment's draw)."""
+    width = (torch.rand(batch, count, 1, device=device) * min(max_width, size)).floor()
+    start = (torch.rand(batch, count, 1, device=device) * (size - width)).floor()
+    where = torch.arange(size, device=device)
+    return ((where >= start) & (where < start + width)).any(1)
+
+
 class SpecAugment(nn.Module):
     """SpecAugment masking (Park et al. 2019): ``freq_masks`` bands of up to ``freq_width`` bins
-    and ``time_masks`` stripes of up to ``time_width`` frames, set to ``value``, per example."""
+    and ``time_masks`` stripes of up to ``time_width`` frames, set to ``value``, drawn
+    independently per example; one pass over the batch."""
 
     def __init__(
         self, freq_masks: int = 2, freq_width: int = 16, time_masks: int = 2, time_width: int = 24,
@@ -56,14 +65,15 @@ class SpecAugment(nn.Module):
         self.value = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        if not self.training or not (self.freq_masks or self.time_masks):
             return x
-        y = x.unsqueeze(1)
-        for _ in range(self.freq_masks):
-            y = AF.mask_along_axis_iid(y, self.freq_width, self.value, axis=2)
-        for _ in range(self.time_masks):
-            y = AF.mask_along_axis_iid(y, self.time_width, self.value, axis=3)
-        return y.squeeze(1)
+        batch, bins, frames = x.shape
+        mask = torch.zeros(batch, bins, frames, dtype=torch.bool, device=x.device)
+        if self.freq_masks:
+            mask |= random_bands(batch, self.freq_masks, self.freq_width, bins, x.device)[:, :, None]
+        if self.time_masks:
+            mask |= random_bands(batch, self.time_masks, self.time_width, frames, x.device)[:, None, :]
+        return x.masked_fill(mask, self.value)
 
 
 def build_augment(
