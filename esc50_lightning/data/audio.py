@@ -103,10 +103,15 @@ def needs_resampling(paths: list[Path], sample_rate: int) -> bool:
     return any(sf.info(p).samplerate != sample_rate for p in paths)
 
 
+def file_stamp(path: Path) -> tuple[str, int, int]:
+    """Absolute path, size and modification time: what tells a changed file."""
+    st = os.stat(path)
+    return os.path.abspath(path), st.st_size, st.st_mtime_ns
+
+
 def cache_key(paths: list[Path], sample_rate: int, seconds: float) -> str:
     """Hash of what produced a waveform tensor: files (path, size, mtime), rate, length, code."""
-    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    blob = json.dumps([CACHE_VERSION, sample_rate, seconds, stats])
+    blob = json.dumps([CACHE_VERSION, sample_rate, seconds, [file_stamp(p) for p in paths]])
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 

@@ -20,9 +20,9 @@ class Standardize(nn.Module):
 
     @torch.no_grad()
     def fit(self, features: torch.Tensor) -> Standardize:
-        x = features.double().transpose(0, 1).reshape(features.shape[1], -1)
-        self.mean.copy_(x.mean(1, keepdim=True))
-        self.std.copy_(x.std(1, keepdim=True).clamp_min(1e-5))
+        var, mean = torch.var_mean(features.float(), dim=(0, 2))
+        self.mean.copy_(mean[:, None])
+        self.std.copy_(var.sqrt().clamp_min(1e-5)[:, None])
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
