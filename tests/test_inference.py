@@ -117,3 +117,16 @@ def test_export_onnx_round_trip(ckpt, tmp_path):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"waveform": wave.numpy()})
     np.testing.assert_allclose(logits, expected, atol=2e-3, rtol=1e-3)
+
+
+def test_shift_averaging_in_evaluation_only():
+    from esc50_lightning.models import MLP, AudioClassifier
+
+    model = AudioClassifier(lambda b, f, c: MLP(b, f, c, hidden=8, dropout=0.0), input_shape=(4, 10), num_classes=5,
+                            tta_shifts=5)
+    x = torch.randn(3, 4, 10)
+    model.eval()
+    expected = torch.stack([model.net(torch.roll(x, 2 * k, -1)).softmax(-1) for k in range(5)]).mean(0)
+    torch.testing.assert_close(model(x).exp(), expected)
+    model.train()
+    torch.testing.assert_close(model(x), model.net(x))

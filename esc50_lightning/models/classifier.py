@@ -24,6 +24,16 @@ from torchmetrics.classification import (
 NetFactory = Callable[[int, int, int], nn.Module]
 
 
+def shift_averaged(net: nn.Module, x: torch.Tensor, shifts: int) -> torch.Tensor:
+    """``net(x)``, or with ``shifts > 1`` the log of its class probabilities averaged over
+    ``shifts`` circular time shifts of ``x`` (``(batch, bins, frames)``), evenly spaced."""
+    if shifts <= 1:
+        return net(x)
+    frames = x.shape[-1]
+    probs = [net(torch.roll(x, k * frames // shifts, -1)).float().softmax(-1) for k in range(shifts)]
+    return torch.stack(probs).mean(0).clamp_min(1e-12).log()
+
+
 def metric_collection(num_classes: int, prefix: str) -> MetricCollection:
     """Accuracy (micro) and macro precision, recall and F1 over all classes."""
     return MetricCollection(
@@ -50,6 +60,10 @@ class AudioClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         mixup_alpha: Beta(alpha, alpha) mixup of training batches (0: off); the loss mixes the
             two targets' cross-entropies with the same weight.
+        tta_shifts: in evaluation, average the class probabilities over this many circular time
+            shifts of each input (1: off). Teaches nothing and reads no label; it gives a network
+            without time invariance of its own (the MLP) some at test time. The output is then
+            log-probabilities, which serve as logits.
     """
 
     def __init__(
@@ -62,6 +76,7 @@ class AudioClassifier(L.LightningModule):
         warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
+        tta_shifts: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # under LightningCLI: the config (class paths), so checkpoints rebuild the net
@@ -74,7 +89,9 @@ class AudioClassifier(L.LightningModule):
         self.confusion: torch.Tensor | None = None  # filled at test end, read by `sweep`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if self.training:
+            return self.net(x)
+        return shift_averaged(self.net, x, self.hparams.tta_shifts)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch

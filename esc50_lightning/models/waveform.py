@@ -15,6 +15,7 @@ from torch import nn
 
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.features import SpectrogramFrontend, Standardize
+from esc50_lightning.models.classifier import shift_averaged
 
 DATAMODULE_KEY = "ESC50DataModule"
 FEATURE_KEYS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "top_db")
@@ -47,14 +48,16 @@ class ConvPowerSpectrogram(nn.Module):
 
 class WaveformClassifier(nn.Module):
     """``(batch, samples)`` waveform at ``sample_rate`` to ``(batch, classes)`` logits:
-    spectrogram front end, training-fold normalisation, network."""
+    spectrogram front end, training-fold normalisation, then the classifier (the network, with
+    the test-time shift averaging the classifier was configured with)."""
 
-    def __init__(self, frontend: SpectrogramFrontend, normalizer: Standardize, net: nn.Module) -> None:
+    def __init__(self, frontend: SpectrogramFrontend, normalizer: Standardize, net: nn.Module,
+                 tta_shifts: int = 1) -> None:
         super().__init__()
-        self.frontend, self.normalizer, self.net = frontend, normalizer, net
+        self.frontend, self.normalizer, self.net, self.tta_shifts = frontend, normalizer, net, tta_shifts
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalizer(self.frontend(wave)))
+        return shift_averaged(self.net, self.normalizer(self.frontend(wave)), self.tta_shifts)
 
     def export_friendly(self) -> WaveformClassifier:
         """Swap torch.stft (complex) for ``ConvPowerSpectrogram`` (real ops), in place."""
@@ -91,6 +94,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     frontend = SpectrogramFrontend(data_hp["feature"], **{k: data_hp[k] for k in FEATURE_KEYS})
     normalizer = Standardize(data_state["normalizer"]["mean"].shape[0])
     normalizer.load_state_dict(data_state["normalizer"])
-    module = WaveformClassifier(frontend, normalizer, model.net).eval()
+    module = WaveformClassifier(frontend, normalizer, model.net, model.hparams.get("tta_shifts", 1)).eval()
     clip = int(round(data_hp["sample_rate"] * data_hp["clip_seconds"]))
     return LoadedModel(module, list(data_state["class_names"]), data_hp["sample_rate"], clip)
