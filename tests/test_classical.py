@@ -92,7 +92,8 @@ def test_json_table_and_resume(tiny_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(classical, "official_folds_cv", lambda *a, **k: pytest.fail("recomputed a finished row"))
     main(classical_args(tiny_root, tmp_path / "cache", results))
-    assert json.loads(results.read_text())["runs"] == doc["runs"]
+    again = json.loads(results.read_text())
+    assert again["runs"] == doc["runs"] and again["dataset"] == doc["dataset"]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
     cfg = parser.parse_args(argv)
     config = json.loads(parser.dump(cfg, format="json"))
     config.pop("config", None)
-    data = {k: v for k, v in config["data"].items()}
+    data = dict(config["data"])
     results = Path(cfg.results or "lightning_logs/classical/results.json")
     rows_file = results.with_suffix(".rows.jsonl")
     key = hashlib.sha1(json.dumps([data, config["features"], config["params"], config["search"],
@@ -84,7 +84,7 @@ def main(argv: list[str]) -> None:
     else:
         rows_file.parent.mkdir(parents=True, exist_ok=True)
     combos = combinations(cfg)
-    runs, dataset = [], {}
+    runs = []
     start = time.perf_counter()
     with Progress() as bar:
         task = bar.add_task("classical grid", total=len(combos))
@@ -107,7 +107,6 @@ def main(argv: list[str]) -> None:
                     except ValueError as err:
                         raise ESC50Error(f"poolings: {err}") from None
                 x, y, folds, _ = pooled[pooling]
-                dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(y)}
                 c_text = "search" if model.endswith("_cv") else C
                 bar.console.print(f"Cross-validating: feature={feature} | pooling={pooling} | model={model} "
                                   f"| C={c_text} | norm={norm} | dims={x.shape[1]}")
@@ -122,7 +121,8 @@ def main(argv: list[str]) -> None:
                     out.write(json.dumps({"key": key, "name": name, "run": run}) + "\n")
                 runs.append(run)
                 bar.advance(task)
-    dataset = dataset or {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(dm.meta or [])}
+    dm.load_all()  # cheap (cached); also when every row was already done
+    dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(dm.meta)}
     extra = {"wall_seconds": round(time.perf_counter() - start, 1)}
     table = write_results(results, "classical", config, dataset, runs, extra)
     print(table)

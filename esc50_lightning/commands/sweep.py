@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.results import write_json_atomic, write_results
+from esc50_lightning.results import summarize_run, write_json_atomic, write_results
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -103,8 +103,6 @@ def main(argv: list[str]) -> None:
     confusion = np.sum([r["confusion_matrix"] for r in results], axis=0).astype(int)
     folds = [{k: r[k] for k in ("fold", "accuracy", "precision", "recall", "f1", "train_seconds")}
              for r in results]
-    from esc50_lightning.results import summarize_run
-
     run = summarize_run(name, folds)
     extra = {"class_names": results[0]["class_names"], "confusion_matrix": confusion.tolist(),
              "total_train_seconds": round(sum(f["train_seconds"] for f in folds), 1)}

@@ -29,6 +29,7 @@ from esc50_lightning.features import (
     Standardize,
     build_augment,
     compute_features,
+    pool,
 )
 from esc50_lightning.features.spectrogram import FeatureKind, num_frames
 
@@ -211,8 +212,6 @@ class ESC50DataModule(L.LightningDataModule):
 
         Not normalised: the classical pipelines fit their own scaler inside each training split.
         """
-        from esc50_lightning.features import pool
-
         x = pool(self.all_features(), how).numpy()
         m = self.meta
         return x, m["target"].to_numpy(), m["fold"].to_numpy(), m["src_file"].to_numpy()
