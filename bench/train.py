@@ -8,6 +8,7 @@ metrics), and the time from calling ``fit`` to the first training batch (warm ca
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import tempfile
@@ -50,8 +51,8 @@ class EpochTimer(Callback):
         self.epochs.append((time.perf_counter() - self.t0, self.inside, self.clips))
 
 
-def measure(config: str, precision: str, epochs: int, work: Path) -> dict:
-    cli = ESC50CLI(args=[f"--config={CONFIGS / config}.yaml", f"--trainer.max_epochs={epochs}",
+def measure(config: str, precision: str, epochs: int, work: Path, overrides: list[str]) -> dict:
+    cli = ESC50CLI(args=[f"--config={CONFIGS / config}.yaml", f"--trainer.max_epochs={epochs}", *overrides,
                          f"--trainer.precision={precision}", "--data.val_strategy=none",
                          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
                          f"--trainer.default_root_dir={work}"], run=False)
@@ -67,7 +68,7 @@ def measure(config: str, precision: str, epochs: int, work: Path) -> dict:
     params = sum(p.numel() for p in cli.model.parameters())
     with FlopCounterMode(display=False) as flops:
         cli.model.net.eval().float().to("cpu")(torch.zeros(1, *cli.datamodule.feature_shape))
-    return {"config": config, "precision": precision, "seconds_per_epoch": round(seconds, 3),
+    return {"config": config, "precision": precision, "overrides": overrides, "seconds_per_epoch": round(seconds, 3),
             "clips_per_second": round(timed[0][2] / seconds, 1), "outside_forward_backward_share": round(outside, 4),
             "first_batch_after_fit_seconds": round(timer.first_batch, 3), "parameters": params,
             "macs_per_clip": flops.get_total_flops() // 2, "input_shape": list(cli.datamodule.feature_shape),
@@ -79,13 +80,15 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["mlp", "conv1d", "cnn"])
     parser.add_argument("--precisions", nargs="+", default=["bf16-mixed", "32-true"])
     parser.add_argument("--epochs", type=int, default=4, help="the first is warm-up; median of the rest")
+    parser.add_argument("--overrides", default="", help="command-line overrides for every run, one string")
+    parser.add_argument("--name", default="train", help="result file: bench/results/NAME.json")
     args = parser.parse_args()
     data_root()
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for config in args.configs:
             for precision in args.precisions:
-                row = measure(config, precision, args.epochs, Path(work))
+                row = measure(config, precision, args.epochs, Path(work), shlex.split(args.overrides))
                 rows.append(row)
                 outside = 100 * row["outside_forward_backward_share"]
                 print(f"{config:8s} {precision:10s} {row['seconds_per_epoch']:7.2f} s/epoch "
@@ -97,7 +100,7 @@ def main() -> None:
             speedup = by["32-true"]["seconds_per_epoch"] / by["bf16-mixed"]["seconds_per_epoch"]
             by["bf16-mixed"]["speedup_over_fp32"] = round(speedup, 2)
             print(f"{config}: bf16-mixed is {speedup:.2f}x faster than fp32")
-    print(f"wrote {write('train', {'rows': rows})}")
+    print(f"wrote {write(args.name, {'rows': rows})}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,26 @@
+"""The networks: any input shape the DataModule gives, and the CNN's channels-last layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from esc50_lightning.models import CNN, MLP, Conv1D
+
+
+@pytest.mark.parametrize("net_class", [MLP, Conv1D, CNN])
+@pytest.mark.parametrize("shape", [(64, 50), (40, 173)])
+def test_nets_map_any_spectrogram_shape_to_logits(net_class, shape) -> None:
+    net = net_class(*shape, num_classes=7).eval()
+    assert net(torch.randn(3, *shape)).shape == (3, 7)
+
+
+def test_cnn_channels_last_computes_the_same_function() -> None:
+    torch.manual_seed(0)
+    plain = CNN(32, 40, 5, channels=(8, 16)).eval()
+    nhwc = CNN(32, 40, 5, channels=(8, 16), channels_last=True).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    conv = nhwc.features[1]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 32, 40)
+    torch.testing.assert_close(nhwc(x), plain(x), atol=1e-5, rtol=1e-4)
