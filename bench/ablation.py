@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_root, write  # noqa: E402
+from common import data_root, one_fold_run, write  # noqa: E402
 
-from esc50_lightning.cli import main as cli_main  # noqa: E402
 from esc50_lightning.figures.curves import read_scalars  # noqa: E402
 
 VARIANTS = {
@@ -40,11 +39,7 @@ def main() -> None:
     name = Path(args.config).stem
     rows = []
     for variant in args.variants:
-        sweep_dir = Path("lightning_logs") / "ablation" / f"{name}-{args.epochs}ep" / variant
-        cli_main(["sweep", f"--config={args.config}", f"--folds={args.fold}", f"--sweep_dir={sweep_dir}",
-                  f"--trainer.max_epochs={args.epochs}", "--trainer.enable_progress_bar=false",
-                  *VARIANTS[variant]])
-        fold_dir = sweep_dir / f"fold{args.fold}"
+        fold_dir = one_fold_run(args.config, args.fold, args.epochs, variant, tuple(VARIANTS[variant]))
         result = json.loads((fold_dir / "result.json").read_text())
         val = read_scalars(fold_dir).get("val/acc")
         rows.append({"variant": variant, "overrides": VARIANTS[variant], "val_accuracy": float(val[-1]),

@@ -58,3 +58,28 @@ def write(name: str, figures: dict) -> Path:
            "machine": machine(), "date": time.strftime("%Y-%m-%d"), **figures}
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
+
+
+def one_fold_run(config: str, fold: int, epochs: int, variant: str = "full", overrides: tuple[str, ...] = ()) -> Path:
+    """Train ``config`` on ``fold`` for ``epochs`` (a one-fold ``sweep``) and return the fold folder.
+
+    Runs with the same settings are trained once and shared: the config as it is, at its own
+    epoch count, is the fold of ``esc50-lightning sweep`` (``lightning_logs/sweeps/<name>``);
+    any other budget or variant lives in ``lightning_logs/bench/<name>/<epochs>ep/<variant>``.
+    An interrupted run resumes from its last checkpoint.
+    """
+    import yaml
+
+    from esc50_lightning.cli import main as cli_main
+
+    name = Path(config).stem
+    own_epochs = yaml.safe_load(Path(config).read_text()).get("trainer", {}).get("max_epochs")
+    if variant == "full" and not overrides and epochs == own_epochs:
+        sweep_dir = Path("lightning_logs") / "sweeps" / name
+    else:
+        sweep_dir = Path("lightning_logs") / "bench" / name / f"{epochs}ep" / variant
+    fold_dir = sweep_dir / f"fold{fold}"
+    if not (fold_dir / "result.json").exists():
+        cli_main(["sweep", f"--config={config}", f"--folds={fold}", f"--sweep_dir={sweep_dir}",
+                  f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false", *overrides])
+    return fold_dir
