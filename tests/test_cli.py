@@ -63,6 +63,8 @@ def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeyp
     assert result["dataset"]["clips"] == 40
     assert result["config"]["data"]["feature"] == "log_mel"
     assert sum(map(sum, result["confusion_matrix"])) == 16  # 2 test folds x 8 clips
+    correct = sum(result["confusion_matrix"][i][i] for i in range(50))
+    assert run["mean"]["accuracy"] == correct / 16  # exact counts, folds of equal size
     assert out.with_suffix(".md").read_text().startswith("| run |")
     fold_dirs = sorted((tmp_path / "lightning_logs" / "sweeps" / "conv1d").glob("fold*"))
     assert [d.name for d in fold_dirs] == ["fold1", "fold2"]
