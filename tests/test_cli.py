@@ -109,3 +109,18 @@ def test_bad_data_root_is_one_clear_error(tree, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "cannot decode audio" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_lightning_optimizer_and_scheduler_arguments_override(tiny_root, tmp_path, monkeypatch):
+    """LightningCLI's own ``--optimizer`` / ``--lr_scheduler`` replace the model's AdamW + cosine."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *fast_args(tiny_root, tmp_path / "cache", epochs=1), "--optimizer=torch.optim.SGD",
+          "--optimizer.lr=0.05", "--optimizer.momentum=0.9", "--lr_scheduler=torch.optim.lr_scheduler.StepLR",
+          "--lr_scheduler.step_size=1", "--lr_scheduler.gamma=0.5"])
+    last = torch.load(next(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt")), weights_only=False)
+    (opt,) = last["optimizer_states"]
+    assert opt["param_groups"][0]["momentum"] == 0.9 and "betas" not in opt["param_groups"][0]
+    (sched,) = last["lr_schedulers"]
+    assert sched["step_size"] == 1 and sched["_last_lr"] == [0.025]  # one epoch: lr halved once
