@@ -1,5 +1,6 @@
 """Each augmentation's contribution: train a config on one fold with one ingredient removed at a
-time, and report final validation accuracy (the split carved from the training folds) and test
+time (and
+with one candidate added), and report final validation accuracy (the split carved from the training folds) and test
 accuracy. Every variant is a one-fold ``sweep``, so an interrupted ablation resumes.
 
     ESC50_ROOT=/tmp/ESC-50-16k python bench/ablation.py --config configs/cnn.yaml --epochs 40
@@ -23,6 +24,7 @@ VARIANTS = {
     "no_specaugment": ["--data.augment.freq_masks=0", "--data.augment.time_masks=0"],
     "no_time_shift": ["--data.augment.time_shift=0"],
     "no_gain": ["--data.augment.gain_db=0"],
+    "plus_stretch": ["--data.augment.time_stretch=0.2", "--data.augment.freq_shift=3"],  # a candidate to add
     "no_augmentation": ["--model.mixup_alpha=0", "--data.augment.freq_masks=0", "--data.augment.time_masks=0",
                         "--data.augment.time_shift=0", "--data.augment.gain_db=0"],
 }

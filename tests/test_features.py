@@ -5,12 +5,14 @@ import torch
 
 from esc50_lightning.features import (
     RandomGain,
+    RandomStretch,
     RandomTimeShift,
     SpecAugment,
     SpectrogramFrontend,
     Standardize,
     pool,
     power_to_db,
+    stretch_and_shift,
 )
 from esc50_lightning.features.spectrogram import log_frequency_fbanks
 
@@ -90,7 +92,7 @@ def test_standardize_uses_given_statistics():
 
 def test_augmentations_change_training_batches_only():
     x = torch.randn(8, 32, 50)
-    for module in (RandomGain(6), RandomTimeShift(0.5), SpecAugment(2, 8, 2, 10)):
+    for module in (RandomGain(6), RandomTimeShift(0.5), SpecAugment(2, 8, 2, 10), RandomStretch(0.2, 3)):
         module.train()
         y = module(x)
         assert y.shape == x.shape and not torch.equal(y, x)
@@ -100,3 +102,17 @@ def test_augmentations_change_training_batches_only():
     torch.testing.assert_close(shifted.sort(-1).values, x.sort(-1).values)  # a roll keeps the frames
     masked = SpecAugment(1, 8, 0, 10).train()(x)
     assert ((masked == 0).all(-1).sum(-1) <= 8).all()  # at most 8 whole bins masked per example
+
+
+def test_stretch_and_shift_move_content_where_expected():
+    x = torch.zeros(2, 32, 64)
+    x[:, 10, 24:40] = 1.0  # a tone in bin 10, frames 24-39 (centred on the clip)
+    same = stretch_and_shift(x, torch.ones(2), torch.zeros(2))
+    torch.testing.assert_close(same, x)
+    up = stretch_and_shift(x, torch.ones(2), torch.tensor([3.0, -2.0]))
+    assert up[0].sum(-1).argmax() == 13 and up[1].sum(-1).argmax() == 8  # whole bins: exact moves
+    slow = stretch_and_shift(x, torch.tensor([2.0, 0.5]), torch.zeros(2))
+    active = slow[:, 10] > 0.5
+    assert active[0].sum() == 32 and active[0, 16:48].all()  # twice as long, around the centre
+    assert active[1, 16:48].sum() == 8 and active[1, 28:36].all()  # half as long (edges reflect)
+    assert slow.shape == x.shape

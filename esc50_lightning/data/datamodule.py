@@ -44,6 +44,8 @@ class Augmentation:
     freq_width: int = 16
     time_masks: int = 0
     time_width: int = 24
+    time_stretch: float = 0.0
+    freq_shift: float = 0.0
 
 
 class SliceDataset(torch.utils.data.Dataset):

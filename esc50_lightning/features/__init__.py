@@ -1,7 +1,14 @@
 """Feature modules (torch only, nothing else of ours): spectrograms, pooling, normalisation,
 augmentation."""
 
-from esc50_lightning.features.augment import RandomGain, RandomTimeShift, SpecAugment, build_augment
+from esc50_lightning.features.augment import (
+    RandomGain,
+    RandomStretch,
+    RandomTimeShift,
+    SpecAugment,
+    build_augment,
+    stretch_and_shift,
+)
 from esc50_lightning.features.normalize import Standardize
 from esc50_lightning.features.pooling import pool
 from esc50_lightning.features.spectrogram import (
@@ -13,6 +20,6 @@ from esc50_lightning.features.spectrogram import (
 )
 
 __all__ = [
-    "FEATURE_KINDS", "RandomGain", "RandomTimeShift", "SpecAugment", "SpectrogramFrontend",
-    "Standardize", "build_augment", "compute_features", "num_frames", "pool", "power_to_db",
+    "FEATURE_KINDS", "RandomGain", "RandomStretch", "RandomTimeShift", "SpecAugment", "SpectrogramFrontend",
+    "Standardize", "build_augment", "compute_features", "num_frames", "pool", "power_to_db", "stretch_and_shift",
 ]

@@ -7,6 +7,7 @@ Mixup lives in the classifier (it changes the loss, not just the input).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -39,6 +40,36 @@ class RandomTimeShift(nn.Module):
         shift = torch.randint(-limit, limit + 1, (x.shape[0], 1, 1), device=x.device)
         index = (torch.arange(frames, device=x.device) - shift) % frames
         return x.gather(-1, index.expand_as(x))
+
+
+def stretch_and_shift(x: torch.Tensor, rate: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Resample ``x`` ``(batch, bins, frames)`` per example: time stretched by ``rate`` (``> 1``
+    slows it down, around the clip's centre) and moved up by ``shift`` bins (a pitch shift on a
+    log-frequency axis); edges reflect. ``rate`` and ``shift`` are ``(batch,)`` tensors."""
+    batch, bins, _ = x.shape
+    theta = torch.zeros(batch, 2, 3, device=x.device, dtype=torch.float32)
+    theta[:, 0, 0] = 1 / rate
+    theta[:, 1, 1] = 1
+    theta[:, 1, 2] = -2 * shift / bins
+    grid = F.affine_grid(theta, [batch, 1, *x.shape[1:]], align_corners=False)
+    out = F.grid_sample(x[:, None].float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out[:, 0].to(x.dtype)
+
+
+class RandomStretch(nn.Module):
+    """Random time stretch by a factor in ``[1 / (1 + max_stretch), 1 + max_stretch]``
+    (log-uniform) and frequency shift of up to ``max_shift`` bins either way, per example."""
+
+    def __init__(self, max_stretch: float = 0.2, max_shift: float = 0.0) -> None:
+        super().__init__()
+        self.max_stretch, self.max_shift = max_stretch, max_shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or (self.max_stretch <= 0 and self.max_shift <= 0):
+            return x
+        draw = torch.rand(2, x.shape[0], device=x.device) * 2 - 1
+        rate = torch.exp(draw[0] * torch.log1p(torch.tensor(self.max_stretch, device=x.device)))
+        return stretch_and_shift(x, rate, draw[1] * self.max_shift)
 
 
 def random_bands(batch: int, count: int, max_width: int, size: int, device: torch.device) -> torch.Tensor:
@@ -78,13 +109,15 @@ class SpecAugment(nn.Module):
 
 def build_augment(
     time_shift: float = 0.0, freq_masks: int = 0, freq_width: int = 16, time_masks: int = 0,
-    time_width: int = 24,
+    time_width: int = 24, time_stretch: float = 0.0, freq_shift: float = 0.0,
 ) -> nn.Sequential:
     """The chain applied to normalised training batches (empty when all off).
 
     ``RandomGain`` is not part of it: a gain acts on dB features before normalisation.
     """
     steps: list[nn.Module] = []
+    if time_stretch > 0 or freq_shift > 0:
+        steps.append(RandomStretch(time_stretch, freq_shift))
     if time_shift > 0:
         steps.append(RandomTimeShift(time_shift))
     if freq_masks or time_masks:
