@@ -1,7 +1,7 @@
 """Each augmentation's contribution: train a config on one fold with one ingredient removed at a
-time (and
-with one candidate added), and report final validation accuracy (the split carved from the training folds) and test
-accuracy. Every variant is a one-fold ``sweep``, so an interrupted ablation resumes.
+time (and one candidate added), and report final validation accuracy (the split carved from the
+training folds) and test accuracy. Every variant is a one-fold ``sweep``, so an interrupted
+ablation resumes; the "full" variant is the same run as ``curve.py``'s budget of equal length.
 
     ESC50_ROOT=/tmp/ESC-50-16k python bench/ablation.py --config configs/cnn.yaml --epochs 40
 """
