@@ -6,6 +6,8 @@ Mixup lives in the classifier (it changes the loss, not just the input).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,7 +70,7 @@ class RandomStretch(nn.Module):
         if not self.training or (self.max_stretch <= 0 and self.max_shift <= 0):
             return x
         draw = torch.rand(2, x.shape[0], device=x.device) * 2 - 1
-        rate = torch.exp(draw[0] * torch.log1p(torch.tensor(self.max_stretch, device=x.device)))
+        rate = torch.exp(draw[0] * math.log1p(self.max_stretch))
         return stretch_and_shift(x, rate, draw[1] * self.max_shift)
 
 
