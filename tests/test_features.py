@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from esc50_lightning.features import (
+    RandomCrop,
     RandomGain,
     RandomStretch,
     RandomTimeShift,
@@ -102,6 +103,17 @@ def test_augmentations_change_training_batches_only():
     torch.testing.assert_close(shifted.sort(-1).values, x.sort(-1).values)  # a roll keeps the frames
     masked = SpecAugment(1, 8, 0, 10).train()(x)
     assert ((masked == 0).all(-1).sum(-1) <= 8).all()  # at most 8 whole bins masked per example
+
+
+def test_random_crop_cuts_contiguous_windows_per_example():
+    x = torch.arange(100.0).expand(16, 4, 100)  # frame index as the value
+    crop = RandomCrop(30).train()
+    y = crop(x)
+    assert y.shape == (16, 4, 30)
+    steps = y.diff(dim=-1)
+    assert (steps == 1).all()  # contiguous windows
+    assert (y[:, :1] == y).all() and len(set(y[:, 0, 0].tolist())) > 1  # one start per example
+    assert torch.equal(crop.eval()(x), x) and torch.equal(RandomCrop(200).train()(x), x)
 
 
 def test_stretch_and_shift_move_content_where_expected():

@@ -46,6 +46,7 @@ class Augmentation:
     time_width: int = 24
     time_stretch: float = 0.0
     freq_shift: float = 0.0
+    crop_seconds: float = 0.0  # train on random windows this long (0: whole clips)
 
 
 class SliceDataset(torch.utils.data.Dataset):
@@ -131,7 +132,11 @@ class ESC50DataModule(L.LightningDataModule):
         self.frontend = SpectrogramFrontend(**self.feature_params)
         augment = asdict(augment or Augmentation())
         self.gain = RandomGain(augment.pop("gain_db"))
-        self.augment = build_augment(**augment)
+        crop_seconds = augment.pop("crop_seconds")
+        if crop_seconds < 0:
+            raise ESC50Error(f"data.augment.crop_seconds must be >= 0, got {crop_seconds}")
+        crop_frames = num_frames(int(round(sample_rate * crop_seconds)), hop_length) if crop_seconds else 0
+        self.augment = build_augment(**augment, crop_frames=crop_frames)
         self.normalizer = Standardize(self.feature_shape[0])
         self.meta = None
         self.class_names: list[str] = [f"class_{i}" for i in range(NUM_CLASSES)]

@@ -2,6 +2,7 @@
 augmentation."""
 
 from esc50_lightning.features.augment import (
+    RandomCrop,
     RandomGain,
     RandomStretch,
     RandomTimeShift,
@@ -20,6 +21,7 @@ from esc50_lightning.features.spectrogram import (
 )
 
 __all__ = [
-    "FEATURE_KINDS", "RandomGain", "RandomStretch", "RandomTimeShift", "SpecAugment", "SpectrogramFrontend",
+    "FEATURE_KINDS", "RandomCrop", "RandomGain", "RandomStretch", "RandomTimeShift", "SpecAugment",
+    "SpectrogramFrontend",
     "Standardize", "build_augment", "compute_features", "num_frames", "pool", "power_to_db", "stretch_and_shift",
 ]

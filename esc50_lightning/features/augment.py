@@ -44,6 +44,23 @@ class RandomTimeShift(nn.Module):
         return x.gather(-1, index.expand_as(x))
 
 
+class RandomCrop(nn.Module):
+    """Cut a window of ``frames`` frames from each example at a uniform random start (one
+    ``gather`` over the batch): cheaper training steps, and every part of a clip seen in turn.
+    Clips no longer than ``frames`` pass through unchanged."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self.frames = frames
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.frames <= 0 or x.shape[-1] <= self.frames:
+            return x
+        start = torch.randint(0, x.shape[-1] - self.frames + 1, (x.shape[0], 1, 1), device=x.device)
+        index = start + torch.arange(self.frames, device=x.device)
+        return x.gather(-1, index.expand(*x.shape[:-1], self.frames))
+
+
 def stretch_and_shift(x: torch.Tensor, rate: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Resample ``x`` ``(batch, bins, frames)`` per example: time stretched by ``rate`` (``> 1``
     slows it down, around the clip's centre) and moved up by ``shift`` bins (a pitch shift on a
@@ -111,7 +128,7 @@ class SpecAugment(nn.Module):
 
 def build_augment(
     time_shift: float = 0.0, freq_masks: int = 0, freq_width: int = 16, time_masks: int = 0,
-    time_width: int = 24, time_stretch: float = 0.0, freq_shift: float = 0.0,
+    time_width: int = 24, time_stretch: float = 0.0, freq_shift: float = 0.0, crop_frames: int = 0,
 ) -> nn.Sequential:
     """The chain applied to normalised training batches (empty when all off).
 
@@ -120,6 +137,8 @@ def build_augment(
     steps: list[nn.Module] = []
     if time_stretch > 0 or freq_shift > 0:
         steps.append(RandomStretch(time_stretch, freq_shift))
+    if crop_frames > 0:
+        steps.append(RandomCrop(crop_frames))
     if time_shift > 0:
         steps.append(RandomTimeShift(time_shift))
     if freq_masks or time_masks:
