@@ -24,3 +24,21 @@ def test_cnn_channels_last_computes_the_same_function() -> None:
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(4, 32, 40)
     torch.testing.assert_close(nhwc(x), plain(x), atol=1e-5, rtol=1e-4)
+
+
+def test_compiled_network_keeps_checkpoint_keys_and_function() -> None:
+    from esc50_lightning.models import AudioClassifier
+
+    torch.manual_seed(0)
+
+    def build(bins: int, frames: int, classes: int) -> torch.nn.Module:
+        return CNN(bins, frames, classes, channels=(4,))
+
+    plain = AudioClassifier(build, input_shape=(8, 12), num_classes=3).eval()
+    compiled = AudioClassifier(build, input_shape=(8, 12), num_classes=3, compile=True).eval()
+    compiled.load_state_dict(plain.state_dict())
+    compiled.configure_model()
+    compiled.configure_model()  # fit, then test: still compiled once
+    assert compiled.compiled and list(compiled.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 8, 12)
+    torch.testing.assert_close(compiled(x), plain(x), atol=1e-5, rtol=1e-4)

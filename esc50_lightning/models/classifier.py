@@ -64,6 +64,9 @@ class AudioClassifier(L.LightningModule):
             shifts of each input (1: off). Teaches nothing and reads no label; it gives a network
             without time invariance of its own (the MLP) some at test time. The output is then
             log-probabilities, which serve as logits.
+        compile: compile the network with ``torch.compile`` (its ``nn.Module.compile``, so
+            checkpoints keep their keys) when the Trainer sets the model up; the first batches
+            of each mode and shape pay the compilation.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class AudioClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
         tta_shifts: int = 1,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # under LightningCLI: the config (class paths), so checkpoints rebuild the net
@@ -87,6 +91,12 @@ class AudioClassifier(L.LightningModule):
         self.test_metrics = metric_collection(num_classes, "test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.confusion: torch.Tensor | None = None  # filled at test end, read by `sweep`
+        self.compiled = False
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not self.compiled:  # fit then test: compile once
+            self.net.compile()
+            self.compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
