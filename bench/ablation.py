@@ -20,7 +20,8 @@ from esc50_lightning.figures.curves import read_scalars  # noqa: E402
 
 VARIANTS = {
     "full": [],
-    "plus_crop": ["--data.augment.crop_seconds=3"],  # candidates to add
+    # candidates to add:
+    "plus_crop": ["--data.augment.crop_seconds=3"],
     "plus_stretch": ["--data.augment.time_stretch=0.2", "--data.augment.freq_shift=3"],
     "no_mixup": ["--model.mixup_alpha=0"],
     "no_specaugment": ["--data.augment.freq_masks=0", "--data.augment.time_masks=0"],
