@@ -11,8 +11,9 @@ import os
 import sys
 from pathlib import Path
 
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from esc50_lightning.data import ESC50DataModule
@@ -20,6 +21,19 @@ from esc50_lightning.errors import ESC50Error
 from esc50_lightning.models import AudioClassifier
 
 EXTRA_COMMANDS = ("sweep", "classical", "plots", "classify", "export", "data")
+
+
+class SaveConfigToRun(SaveConfigCallback):
+    """Save ``config.yaml`` into the run's log folder, and only there.
+
+    With ``--trainer.logger false`` there is no run folder and Lightning would write the file
+    into the working directory instead; then nothing is saved.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.logger is None:
+            return
+        super().setup(trainer, pl_module, stage)
 
 
 class ESC50CLI(LightningCLI):
@@ -30,6 +44,7 @@ class ESC50CLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", {
             "callbacks": [LearningRateMonitor("epoch"), ModelCheckpoint(save_last=True)],
         })
+        kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         super().__init__(AudioClassifier, ESC50DataModule, *args, **kwargs)
 

@@ -42,6 +42,15 @@ def test_fit_resumes_last_checkpoint(tiny_root, tmp_path, monkeypatch):
     assert last["epoch"] == 1 and last["global_step"] == 2 * 3  # two epochs of 3 batches in all
 
 
+def test_validate_without_logger_leaves_no_config_in_working_dir(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *fast_args(tiny_root, tmp_path / "cache", epochs=1)])
+    ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    main(["validate", *fast_args(tiny_root, tmp_path / "cache"), "--trainer.logger=false", f"--ckpt_path={ckpt}"])
+    assert not (tmp_path / "config.yaml").exists()
+    assert (tmp_path / "lightning_logs" / "version_0" / "config.yaml").exists()  # fit's copy stays
+
+
 def test_resume_without_checkpoint_is_clear(tiny_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
