@@ -93,9 +93,13 @@ def test_sweep_resumes_interrupted_fold(tiny_root, tmp_path, monkeypatch):
     main(base)
     fold = tmp_path / "lightning_logs" / "sweeps" / "conv1d" / "fold1"
     (fold / "result.json").unlink()  # as if the run died after its last checkpoint
+    import torch
+
+    saved = torch.load(fold / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["Timer"]
     main([*base, "--trainer.max_epochs=2"])
     result = json.loads((fold / "result.json").read_text())
     assert result["epochs"] == 2 and result["resumed"]
+    assert result["train_seconds"] >= round(saved["time_elapsed"]["train"], 1)  # the first part counts too
 
 
 def run_cli(*args, cwd):

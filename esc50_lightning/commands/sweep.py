@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch.callbacks import Timer
 
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.results import summarize_run, write_json_atomic, write_results
@@ -63,13 +63,14 @@ def run_fold(rest: list[str], fold: int, fold_dir: Path) -> dict:
         f"--trainer.logger.init_args.version={fold_dir.name}",
     ]
     cli = ESC50CLI(args=[*rest, f"--data.fold={fold}", *logger], run=False)
+    timer = Timer()  # saved in every checkpoint: a resumed fold reports its whole training time
+    cli.trainer.callbacks.append(timer)
     last = fold_dir / "checkpoints" / "last.ckpt"
     resumed = last.exists()
     if resumed:
         print(f"fold {fold}: resuming from {last}")
-    start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if resumed else None)
-    train_seconds = time.perf_counter() - start
+    train_seconds = timer.time_elapsed("train")
     if cli.trainer.interrupted:
         raise KeyboardInterrupt
     (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
