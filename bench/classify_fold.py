@@ -2,6 +2,7 @@
 class names out) and compare the accuracy with the one the sweep reported for that fold.
 
     ESC50_ROOT=/tmp/ESC-50-16k python bench/classify_fold.py lightning_logs/sweeps/conv1d/fold1
+    ESC50_ROOT=/tmp/ESC-50-16k python bench/classify_fold.py lightning_logs/sweeps/cnn/fold1 --name classify_fold_cnn
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from esc50_lightning.data.meta import load_metadata  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("fold_dir", help="a finished sweep fold: <sweep>/fold<K>")
+    parser.add_argument("--name", default="classify_fold", help="result file: bench/results/<name>.json")
     args = parser.parse_args()
     fold_dir = Path(args.fold_dir)
     reported = json.loads((fold_dir / "result.json").read_text())
@@ -42,7 +44,7 @@ def main() -> None:
                "classify_accuracy": accuracy, "sweep_accuracy": reported["accuracy"],
                "difference": accuracy - reported["accuracy"], "classify_seconds": round(seconds, 2)}
     print(json.dumps(figures, indent=2))
-    print(f"wrote {write('classify_fold', figures)}")
+    print(f"wrote {write(args.name, figures)}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,18 @@ def test_checkpoint_alone_rebuilds_the_model(ckpt, tiny_root):
     assert out.shape == (3, 50)
 
 
+def test_checkpoint_of_a_compiled_model_loads_and_exports_uncompiled(ckpt, tmp_path):
+    state = torch.load(ckpt, weights_only=False)
+    state["hyper_parameters"]["compile"] = True  # as configs/cnn.yaml writes it
+    compiled_ckpt = tmp_path / "compiled.ckpt"
+    torch.save(state, compiled_ckpt)
+    model = load_checkpoint(compiled_ckpt)
+    assert all(m._compiled_call_impl is None for m in model.module.modules())
+    out = tmp_path / "model.pt"
+    main(["export", "--ckpt", str(compiled_ckpt), "--format", "torchscript", "--out", str(out)])
+    assert torch.jit.load(str(out))(torch.zeros(1, 40000)).shape == (1, 50)
+
+
 def test_windows_cover_long_files():
     wave = torch.arange(25.0)
     batch, starts = windows(wave, 10)

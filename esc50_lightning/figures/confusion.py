@@ -34,7 +34,7 @@ def confusion_figure(matrix: np.ndarray, names: list[str], title: str = "Confusi
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     acc = np.trace(matrix) / max(matrix.sum(), 1)
-    ax.set_title(f"{title} (accuracy {acc:.3f}, {int(matrix.sum())} clips)")
+    ax.set_title(f"{title} (accuracy {acc:.4f}, {int(matrix.sum())} clips)")
     fig.colorbar(im, ax=ax, shrink=0.6, label="fraction of the true class")
     bars = fig.add_subplot(grid[0, 1])
     bars.barh(range(n), recall, color="tab:blue")
