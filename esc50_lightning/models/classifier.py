@@ -94,9 +94,11 @@ class AudioClassifier(L.LightningModule):
         self.compiled = False
 
     def configure_model(self) -> None:
-        if self.hparams.compile and not self.compiled:  # fit then test: compile once
+        # Only under a Trainer: load_from_checkpoint calls this hook too, and a loaded model is
+        # for inference or export, where compiling costs ~20 s and TorchScript/ONNX cannot trace it.
+        if self.hparams.compile and not self.compiled and self._trainer is not None:
             self.net.compile()
-            self.compiled = True
+            self.compiled = True  # fit then test: compile once
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:

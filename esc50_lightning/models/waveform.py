@@ -90,9 +90,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ESC50Error(f"{path}: no ESC50DataModule settings inside (not written by esc50-lightning fit?)")
     if "net" not in ckpt.get("hyper_parameters", {}):
         raise ESC50Error(f"{path}: the network's configuration is not in this checkpoint (written before v0.1)")
-    # compile=False: load_from_checkpoint calls configure_model, and a torch.compile'd net
-    # costs ~20 s of compilation per load and cannot be traced by TorchScript or ONNX export.
-    model = AudioClassifier.load_from_checkpoint(path, map_location=map_location, compile=False)
+    model = AudioClassifier.load_from_checkpoint(path, map_location=map_location)  # uncompiled (no Trainer)
     frontend = SpectrogramFrontend(data_hp["feature"], **{k: data_hp[k] for k in FEATURE_KEYS})
     normalizer = Standardize(data_state["normalizer"]["mean"].shape[0])
     normalizer.load_state_dict(data_state["normalizer"])
