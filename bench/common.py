@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -14,23 +13,15 @@ from pathlib import Path
 
 import torch
 
+from esc50_lightning.hardware import machine_info
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cores": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "python": platform.python_version(),
-    }
+    """The machine a result was measured on: CPU model and capability flags (AVX2, AVX-512,
+    AVX-512 BF16, AMX), whether bf16 is native, the device and the precision ``auto`` picks."""
+    return {**machine_info(), "cores": os.cpu_count(), "threads": torch.get_num_threads()}
 
 
 def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, list[float], object]:

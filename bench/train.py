@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_root, write  # noqa: E402
 
-from esc50_lightning.cli import ESC50CLI  # noqa: E402
+from esc50_lightning.training import ESC50CLI  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -68,7 +68,8 @@ def measure(config: str, precision: str, epochs: int, work: Path, overrides: lis
     params = sum(p.numel() for p in cli.model.parameters())
     with FlopCounterMode(display=False) as flops:
         cli.model.net.eval().float().to("cpu")(torch.zeros(1, *cli.datamodule.feature_shape))
-    return {"config": config, "precision": precision, "overrides": overrides, "seconds_per_epoch": round(seconds, 3),
+    return {"config": config, "precision": precision, "resolved_precision": str(cli.trainer.precision),
+            "overrides": overrides, "seconds_per_epoch": round(seconds, 3),
             "clips_per_second": round(timed[0][2] / seconds, 1), "outside_forward_backward_share": round(outside, 4),
             "first_batch_after_fit_seconds": round(timer.first_batch, 3), "parameters": params,
             "macs_per_clip": flops.get_total_flops() // 2, "input_shape": list(cli.datamodule.feature_shape),
@@ -78,7 +79,8 @@ def measure(config: str, precision: str, epochs: int, work: Path, overrides: lis
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["mlp", "conv1d", "cnn"])
-    parser.add_argument("--precisions", nargs="+", default=["bf16-mixed", "32-true"])
+    parser.add_argument("--precisions", nargs="+", default=["auto"],
+                        help="auto (the hardware policy), bf16-mixed, 32-true, ...")
     parser.add_argument("--epochs", type=int, default=4, help="the first is warm-up; median of the rest")
     parser.add_argument("--overrides", default="", help="command-line overrides for every run, one string")
     parser.add_argument("--name", default="train", help="result file: bench/results/NAME.json")
@@ -91,7 +93,8 @@ def main() -> None:
                 row = measure(config, precision, args.epochs, Path(work), shlex.split(args.overrides))
                 rows.append(row)
                 outside = 100 * row["outside_forward_backward_share"]
-                print(f"{config:8s} {precision:10s} {row['seconds_per_epoch']:7.2f} s/epoch "
+                print(f"{config:8s} {precision:10s} -> {row['resolved_precision']:10s} "
+                      f"{row['seconds_per_epoch']:7.2f} s/epoch "
                       f"{row['clips_per_second']:8.1f} clips/s  outside fwd/bwd {outside:.1f}%"
                       f"  first batch {row['first_batch_after_fit_seconds']:.2f} s")
     for config in args.configs:

@@ -1,7 +1,7 @@
 """``esc50-lightning``: LightningCLI for fit/validate/test/predict, plus the extra commands.
 
 ``esc50-lightning sweep|classical|plots|classify|export|data ...`` go to
-``esc50_lightning.commands.<name>.main``; everything else is LightningCLI's.
+``esc50_lightning.commands.<name>.main``; everything else is LightningCLI's (``ESC50CLI``).
 """
 
 from __future__ import annotations
@@ -9,76 +9,24 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from pathlib import Path
 
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import TensorBoardLogger
-
-from esc50_lightning.data import ESC50DataModule
+from esc50_lightning.console import configure_console
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.models import AudioClassifier
 
 EXTRA_COMMANDS = ("sweep", "classical", "plots", "classify", "export", "data")
-
-
-class SaveConfigToRun(SaveConfigCallback):
-    """Save ``config.yaml`` into the run's log folder, and only there.
-
-    With ``--trainer.logger false`` there is no run folder and Lightning would write the file
-    into the working directory instead; then nothing is saved.
-    """
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.logger is None:
-            return
-        super().setup(trainer, pl_module, stage)
-
-
-class ESC50CLI(LightningCLI):
-    """LightningCLI with the DataModule's shapes linked into the model."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("seed_everything_default", 0)
-        kwargs.setdefault("trainer_defaults", {
-            "callbacks": [LearningRateMonitor("epoch"), ModelCheckpoint(save_last=True)],
-        })
-        kwargs.setdefault("save_config_callback", SaveConfigToRun)
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        super().__init__(AudioClassifier, ESC50DataModule, *args, **kwargs)
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.feature_shape", "model.input_shape", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-
-    def before_fit(self) -> None:
-        """``--ckpt_path last``: resume the newest run's ``last.ckpt`` and keep logging into its folder.
-
-        (Lightning alone looks for ``last`` in the new run's own, empty, version folder.)
-        """
-        config = self.config[self.subcommand]
-        if config.get("ckpt_path") != "last":
-            return
-        logger = self.trainer.logger
-        if not isinstance(logger, TensorBoardLogger):
-            return
-        runs = sorted(Path(logger.root_dir).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise ESC50Error(f"--ckpt_path last: no */checkpoints/last.ckpt under {logger.root_dir} to resume")
-        config["ckpt_path"] = str(runs[-1])
-        logger._version = runs[-1].parent.parent.name
-        print(f"resuming {runs[-1]}")
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point; bad input ends with one ``error:`` line and exit status 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    configure_console()
     try:
         if argv and argv[0] in EXTRA_COMMANDS:
             importlib.import_module(f"esc50_lightning.commands.{argv[0]}").main(argv[1:])
         else:
+            from esc50_lightning.training import ESC50CLI
+
             ESC50CLI(args=argv)
     except ESC50Error as err:
         print(f"esc50-lightning: error: {err}", file=sys.stderr)

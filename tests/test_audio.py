@@ -87,7 +87,7 @@ def test_cache_hit_does_not_decode(tiny_root, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(audio, "decode_clips", fail)
+    monkeypatch.setattr(audio, "decode_and_resample", fail)
     second = cached_clips(paths, 8000, tmp_path)
     assert torch.equal(first, second)
     with pytest.raises(AssertionError):  # another sample rate is another key

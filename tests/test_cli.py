@@ -16,7 +16,7 @@ def fast_args(root, cache, config="conv1d.yaml", epochs=2):
     data = [f"--data.{k}={v}" for k, v in FAST_DATA.items()]
     return [f"--config={CONFIGS / config}", f"--data.root={root}", f"--data.cache_dir={cache}", *data,
             f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.precision=32-true"]
+            "--trainer.enable_model_summary=false", "--trainer.precision=32-true", "--model.compile=false"]
 
 
 @pytest.mark.parametrize("config", ["mlp.yaml", "conv1d.yaml", "cnn.yaml"])
@@ -79,9 +79,9 @@ def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeyp
     assert [d.name for d in fold_dirs] == ["fold1", "fold2"]
     stamps = [p.stat().st_mtime_ns for p in (tmp_path / "lightning_logs").rglob("*.ckpt")]
 
-    import esc50_lightning.commands.sweep as sweep
+    import esc50_lightning.training.executors as executors
 
-    monkeypatch.setattr(sweep, "run_fold", lambda *a: pytest.fail("trained a finished fold again"))
+    monkeypatch.setattr(executors, "run_fold", lambda *a: pytest.fail("trained a finished fold again"))
     main(args)
     assert stamps == [p.stat().st_mtime_ns for p in (tmp_path / "lightning_logs").rglob("*.ckpt")]
     assert json.loads(out.read_text())["runs"] == result["runs"]

@@ -17,6 +17,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from esc50_lightning.data.integrity import declared_length_problem
 from esc50_lightning.errors import ESC50Error
 
 CACHE_VERSION = 1
@@ -26,7 +27,8 @@ CLIP_SECONDS = 5.0
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read any file soundfile understands as ``(frames, channels)`` float32 and its rate.
 
-    Raises ``ESC50Error`` naming the file for missing, empty, corrupt or non-finite audio.
+    Raises ``ESC50Error`` naming the file for missing, empty, corrupt, truncated (shorter than
+    its header declares) or non-finite audio.
     """
     path = Path(path)
     if not path.exists():
@@ -35,6 +37,9 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise ESC50Error(f"{path}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise ESC50Error(f"{path}: empty file")
+    problem = declared_length_problem(path)
+    if problem:
+        raise ESC50Error(f"{path}: {problem}")
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
@@ -67,7 +72,15 @@ def load_clip(path: str | Path, sample_rate: int, num_samples: int | None = None
 def decode_clips(
     paths: list[Path], sample_rate: int, seconds: float = CLIP_SECONDS, workers: int | None = None
 ) -> torch.Tensor:
-    """Decode many files into one ``(clips, sample_rate * seconds)`` float32 tensor.
+    """Decode many files into one ``(clips, sample_rate * seconds)`` float32 tensor (see ``decode_and_resample``)."""
+    return decode_and_resample(paths, sample_rate, seconds, workers)[0]
+
+
+def decode_and_resample(
+    paths: list[Path], sample_rate: int, seconds: float = CLIP_SECONDS, workers: int | None = None
+) -> tuple[torch.Tensor, bool]:
+    """Decode many files into one ``(clips, sample_rate * seconds)`` float32 tensor, and whether
+    any clip had to be resampled.
 
     Files are read in parallel threads (libsndfile releases the GIL) and written straight into
     their row of the output; clips at another rate are then resampled in batches, one batch per
@@ -95,12 +108,7 @@ def decode_clips(
             chunk = clips[start : start + 256]
             batch = torch.stack([fix_length(torch.from_numpy(m), src_len) for _, m in chunk])
             out[[i for i, _ in chunk]] = fix_length(AF.resample(batch, rate, sample_rate), num_samples)
-    return out
-
-
-def needs_resampling(paths: list[Path], sample_rate: int) -> bool:
-    """Whether any file is at another rate (its header alone is read)."""
-    return any(sf.info(p).samplerate != sample_rate for p in paths)
+    return out, bool(pending)
 
 
 def file_stamp(path: Path) -> tuple[str, int, int]:
@@ -144,7 +152,7 @@ def cached_clips(
     path = Path(cache_dir) / f"waveforms-{sample_rate}-{cache_key(paths, sample_rate, seconds)}.pt"
     waves = load_cached(path)
     if waves is None:
-        waves = decode_clips(paths, sample_rate, seconds)
-        if always or needs_resampling(paths, sample_rate):
+        waves, resampled = decode_and_resample(paths, sample_rate, seconds)
+        if always or resampled:
             save_atomic(waves, path)
     return waves

@@ -16,12 +16,14 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from sklearn.model_selection import StratifiedGroupKFold
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 
 from esc50_lightning.data.audio import CLIP_SECONDS, cache_key, cached_clips, load_cached, save_atomic
 from esc50_lightning.data.download import default_cache_dir, ensure_dataset
 from esc50_lightning.data.meta import NUM_CLASSES, class_names, load_metadata
+from esc50_lightning.data.slices import SliceDataset, keep_batch
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.features import (
     RandomGain,
@@ -47,20 +49,6 @@ class Augmentation:
     time_stretch: float = 0.0
     freq_shift: float = 0.0
     crop_seconds: float = 0.0  # train on random windows this long (0: whole clips)
-
-
-class SliceDataset(torch.utils.data.Dataset):
-    """Indexed by a whole list of clip indices at once: a batch is one tensor slice."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: np.ndarray) -> None:
-        self.x, self.y, self.index = x, y, torch.as_tensor(index)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = self.index[torch.as_tensor(positions)]
-        return self.x[idx], self.y[idx]
 
 
 def default_device() -> torch.device:
@@ -178,7 +166,9 @@ class ESC50DataModule(L.LightningDataModule):
             waves = cached_clips(paths, self.sample_rate, self.cache_dir, self.clip_seconds, always=False)
             features = compute_features(self.frontend, waves, self._device())
             save_atomic(features, path)
-        self.inputs = features.clone()  # in RAM: batches are random slices
+            self.inputs = features
+        else:
+            self.inputs = features.clone()  # memory-mapped -> RAM: batches are random slices
 
     def all_features(self) -> torch.Tensor:
         """Spectrograms of every clip ``(clips, bins, frames)``, un-normalised."""
@@ -204,6 +194,11 @@ class ESC50DataModule(L.LightningDataModule):
         assert not set(train) & set(test) and not set(val) & set(test) and not set(train) & set(val)
         return {"train": train, "val": val, "test": test}
 
+    def prepare_data(self) -> None:
+        """Download, decode and compute features into the cache. Lightning calls this on one
+        process per machine; under DDP the other ranks wait, then load the cache in ``setup``."""
+        self.load_all()
+
     def setup(self, stage: str | None = None) -> None:
         self.load_all()
         self.index = self.split()
@@ -225,10 +220,16 @@ class ESC50DataModule(L.LightningDataModule):
 
     # ----- loaders -----
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        """Training: shuffled batches (under DDP Lightning shards them with a DistributedSampler).
+        Evaluation: in order, and under DDP each rank takes a disjoint share with no clip
+        repeated, so metrics summed over ranks count every clip exactly once."""
         dataset = SliceDataset(self.inputs, self.targets, self.index[part])
-        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         size = self.batch_size if shuffle else self.batch_size * 4
-        return DataLoader(dataset, sampler=BatchSampler(order, size, drop_last=False), batch_size=None,
+        trainer = getattr(self, "trainer", None)
+        sampler = None
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=size, shuffle=shuffle, sampler=sampler, collate_fn=keep_batch,
                           num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:

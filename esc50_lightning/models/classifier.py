@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
@@ -20,6 +20,8 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+
+from esc50_lightning.hardware import AUTO, resolve_switch
 
 NetFactory = Callable[[int, int, int], nn.Module]
 
@@ -66,7 +68,12 @@ class AudioClassifier(L.LightningModule):
             log-probabilities, which serve as logits.
         compile: compile the network with ``torch.compile`` (its ``nn.Module.compile``, so
             checkpoints keep their keys) when the Trainer sets the model up; the first batches
-            of each mode and shape pay the compilation.
+            of each mode and shape pay the compilation. ``auto``: where the hardware policy
+            says it pays (``hardware.compile_pays``).
+        channels_last: store a 2-D network's weights and activations as NHWC (nets with a
+            ``set_channels_last`` method); ``auto``: where the hardware policy says it pays
+            (``hardware.channels_last_pays``).
+    Under DDP every metric, the losses included, is summed over ranks: each clip counts once.
     """
 
     def __init__(
@@ -80,7 +87,8 @@ class AudioClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
         tta_shifts: int = 1,
-        compile: bool = False,
+        compile: bool | Literal["auto"] = False,
+        channels_last: bool | Literal["auto"] = AUTO,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # under LightningCLI: the config (class paths), so checkpoints rebuild the net
@@ -89,6 +97,7 @@ class AudioClassifier(L.LightningModule):
         self.example_input_array = torch.zeros(2, *input_shape)
         self.val_metrics = metric_collection(num_classes, "val/")
         self.test_metrics = metric_collection(num_classes, "test/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.confusion: torch.Tensor | None = None  # filled at test end, read by `sweep`
         self.compiled = False
@@ -96,7 +105,12 @@ class AudioClassifier(L.LightningModule):
     def configure_model(self) -> None:
         # Only under a Trainer: load_from_checkpoint calls this hook too, and a loaded model is
         # for inference or export, where compiling costs ~20 s and TorchScript/ONNX cannot trace it.
-        if self.hparams.compile and not self.compiled and self._trainer is not None:
+        if self._trainer is None or self.compiled:
+            return
+        device = self.trainer.strategy.root_device
+        if hasattr(self.net, "set_channels_last"):
+            self.net.set_channels_last(resolve_switch("channels_last", self.hparams.get("channels_last", False), device))
+        if resolve_switch("compile", self.hparams.compile, device):
             self.net.compile()
             self.compiled = True  # fit then test: compile once
 
@@ -118,27 +132,32 @@ class AudioClassifier(L.LightningModule):
             logits = self(x)
             loss = F.cross_entropy(logits, y, label_smoothing=smooth)
         acc = (logits.argmax(1) == y).float().mean()
-        self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=False, on_epoch=True, prog_bar=True,
+                      sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True)
+        self.val_loss.update(F.cross_entropy(logits, y), weight=len(y))
+        self.log("val/loss", self.val_loss, prog_bar=True)
         self.val_metrics.update(logits, y)
         self.log_dict(self.val_metrics, prog_bar=False)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
-        self.log("test/loss", F.cross_entropy(logits, y))
+        self.test_loss.update(F.cross_entropy(logits, y), weight=len(y))
+        self.log("test/loss", self.test_loss)
         self.test_metrics.update(logits, y)
         self.test_confusion.update(logits, y)
         self.log_dict(self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self.confusion = self.test_confusion.compute().cpu()
+        self.confusion = self.test_confusion.compute().cpu()  # summed over DDP ranks
         self.test_confusion.reset()
+        if not self.trainer.is_global_zero:
+            return
         names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
         logger = self.logger
         if logger is not None and hasattr(logger.experiment, "add_figure"):

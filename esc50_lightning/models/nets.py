@@ -65,8 +65,9 @@ class CNN(nn.Module):
     """A 2-D CNN on log-mel: ``len(channels)`` blocks of two 3x3 conv-BN-ReLU layers and a 2x2
     average pool, then mean over frequency, mean+max over time, dropout and a linear output.
 
-    ``channels_last`` stores weights and activations as NHWC, the layout oneDNN (CPU) and cuDNN
-    tensor cores prefer. Input ``(batch, bins, frames)``; output ``(batch, num_classes)``.
+    ``channels_last`` stores weights and activations as NHWC, the layout oneDNN (bf16 CPUs) and
+    cuDNN tensor cores prefer; ``AudioClassifier`` sets it for the hardware (``set_channels_last``).
+    Input ``(batch, bins, frames)``; output ``(batch, num_classes)``.
     """
 
     def __init__(
@@ -83,7 +84,10 @@ class CNN(nn.Module):
             c_in = c
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, num_classes))
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.set_channels_last(channels_last)
+
+    def set_channels_last(self, on: bool) -> None:
+        self.memory_format = torch.channels_last if on else torch.contiguous_format
         self.features.to(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,7 @@
+"""Training runs: the Trainer (hardware policy), the LightningCLI, one fold, fold executors."""
+
+from esc50_lightning.training.fold import counted_accuracy, run_fold
+from esc50_lightning.training.lightning_cli import ESC50CLI
+from esc50_lightning.training.trainer import ESC50Trainer
+
+__all__ = ["ESC50CLI", "ESC50Trainer", "counted_accuracy", "run_fold"]

@@ -1,0 +1,116 @@
+"""One fold of a sweep: fit on the other four folds, test on this one, write ``result.json``.
+
+A fold is the unit every executor runs (in this process, in a local process, as a Ray task):
+its folder ``<sweep_dir>/fold<K>/`` holds TensorBoard events, ``checkpoints/last.ckpt`` and,
+once tested, ``result.json``. A finished fold is never trained again; an interrupted one resumes
+from its last checkpoint. The result is written by the process that tested the model, rank 0
+under DDP, so it reaches the folder with any Lightning strategy (``ddp_spawn`` included).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import Timer
+
+from esc50_lightning.results import write_json_atomic
+
+
+def counted_accuracy(confusion: list[list[int]]) -> float:
+    """Accuracy as correct / total from the confusion matrix's counts: exact, where torchmetrics'
+    float32 value of 800/2000 reads 0.39999999."""
+    counts = np.asarray(confusion)
+    return float(np.trace(counts) / counts.sum())
+
+
+def result_path(fold_dir: Path) -> Path:
+    return Path(fold_dir) / "result.json"
+
+
+class WriteFoldResult(Callback):
+    """After testing, rank 0 writes the fold's ``result.json`` (metrics, confusion matrix,
+    training time from ``timer``, the resolved config)."""
+
+    def __init__(self, fold: int, fold_dir: Path, timer: Timer, resumed: bool, config: dict, dataset: dict) -> None:
+        self.fold, self.fold_dir, self.timer, self.resumed = fold, Path(fold_dir), timer, resumed
+        self.config, self.dataset = config, dataset
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        confusion = pl_module.confusion.tolist()  # summed over every rank's clips
+        metrics = trainer.callback_metrics
+        result = {
+            "fold": self.fold,
+            "accuracy": counted_accuracy(confusion),
+            **{k: float(metrics[f"test/{k}"]) for k in ("precision", "recall", "f1")},
+            "train_seconds": round(self.timer.time_elapsed("train"), 1),
+            "epochs": trainer.current_epoch,
+            "resumed": self.resumed,
+            "devices": trainer.world_size,
+            "precision_used": str(trainer.precision),
+            "confusion_matrix": confusion,
+            "class_names": list(trainer.datamodule.class_names),
+            "config": self.config,
+            "dataset": self.dataset,
+        }
+        write_json_atomic(result, result_path(self.fold_dir))
+
+
+def run_fold(fit_args: list[str], fold: int, fold_dir: Path) -> dict:
+    """Fit and test one fold (resuming from ``last.ckpt``); return its saved result."""
+    from esc50_lightning.training.lightning_cli import ESC50CLI
+
+    fold_dir = Path(fold_dir)
+    logger = [
+        "--trainer.logger.class_path=lightning.pytorch.loggers.TensorBoardLogger",
+        f"--trainer.logger.init_args.save_dir={fold_dir.parent}",
+        "--trainer.logger.init_args.name=",
+        f"--trainer.logger.init_args.version={fold_dir.name}",
+    ]
+    cli = ESC50CLI(args=[*fit_args, f"--data.fold={fold}", *logger], run=False)
+    timer = Timer()  # saved in every checkpoint: a resumed fold reports its whole training time
+    last = fold_dir / "checkpoints" / "last.ckpt"
+    resumed = last.exists()
+    config = json.loads(cli.parser.dump(cli.config, format="json", skip_link_targets=False))
+    dm = cli.datamodule
+    dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": None}
+    writer = WriteFoldResult(fold, fold_dir, timer, resumed, config, dataset)
+    cli.trainer.callbacks.extend([timer, writer])
+    if resumed and cli.trainer.is_global_zero:
+        print(f"fold {fold}: resuming from {last}")
+    cli.trainer.fit(cli.model, datamodule=dm, ckpt_path=str(last) if resumed else None)
+    if cli.trainer.interrupted:
+        raise KeyboardInterrupt
+    if not timer.time_elapsed("train") and last.exists():  # ddp_spawn timed the fit in other processes
+        timer.load_state_dict(torch.load(last, weights_only=False)["callbacks"][timer.state_key])
+    dm.load_all()  # in this process (ddp_spawn trained in others)
+    writer.dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(dm.meta)}
+    cli.trainer.test(cli.model, datamodule=dm, verbose=False)
+    cli.trainer.strategy.barrier("fold result written")
+    return json.loads(result_path(fold_dir).read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m esc50_lightning.training.fold FOLD FOLD_DIR [fit options]``: one fold in a
+    process of its own (how ``sweep --jobs N`` runs folds side by side)."""
+    import sys
+
+    from esc50_lightning.console import configure_console
+    from esc50_lightning.errors import ESC50Error
+
+    argv = sys.argv[1:] if argv is None else argv
+    configure_console()
+    try:
+        run_fold(argv[2:], int(argv[0]), Path(argv[1]))
+    except ESC50Error as err:
+        print(f"esc50-lightning: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The hardware policy, with capability detection replaced: what each machine gets."""
+
+import logging
+
+import pytest
+
+from esc50_lightning import hardware
+from esc50_lightning.hardware import Hardware, choose_precision, resolve_precision, resolve_switch
+
+NO_BF16 = {"avx2": True, "avx512": False, "avx512_bf16": False, "amx": False}
+AMX = {"avx2": True, "avx512": True, "avx512_bf16": True, "amx": True}
+
+
+def cpu(native: bool) -> Hardware:
+    return Hardware("cpu", "test CPU", native, AMX if native else NO_BF16)
+
+
+@pytest.mark.parametrize(("hw", "expected"), [
+    (cpu(False), "32-true"),
+    (cpu(True), "bf16-mixed"),
+    (Hardware("cuda", "test GPU", True, NO_BF16), "bf16-mixed"),
+    (Hardware("cuda", "old GPU", False, NO_BF16), "16-mixed"),
+    (Hardware("mps", "Apple GPU", False, NO_BF16), "32-true"),
+])
+def test_auto_precision_per_machine(hw, expected, caplog):
+    with caplog.at_level(logging.INFO, "esc50_lightning"):
+        assert resolve_precision("auto", hw) == expected
+    (line,) = caplog.messages  # one line: what and why
+    assert line.startswith(f"precision {expected}: ") and hw.name in line
+
+
+def test_native_bf16_from_cpu_flags(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: dict(NO_BF16))
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: False)
+    assert hardware.detect("cpu").native_bf16 is False
+    assert choose_precision(hardware.detect("auto"))[0] == "32-true"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {**NO_BF16, "avx512": True, "avx512_bf16": True})
+    assert hardware.detect("cpu").native_bf16 is True
+
+
+def test_cuda_detected_with_and_without_bf16(monkeypatch):
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(hardware.torch.cuda, "get_device_name", lambda i: "Fake GPU")
+    for bf16, expected in ((True, "bf16-mixed"), (False, "16-mixed")):
+        monkeypatch.setattr(hardware.torch.cuda, "is_bf16_supported", lambda b=bf16: b)
+        assert choose_precision(hardware.detect("auto"))[0] == expected
+    assert hardware.detect("cpu").device == "cpu"  # an explicit CPU accelerator is honoured
+
+
+def test_explicit_precision_wins_and_emulated_bf16_warns(caplog):
+    with caplog.at_level(logging.INFO, "esc50_lightning"):
+        assert resolve_precision("32-true", cpu(True)) == "32-true"
+        assert resolve_precision("bf16-mixed", cpu(True)) == "bf16-mixed"
+        assert not caplog.messages
+        assert resolve_precision("bf16-mixed", cpu(False)) == "bf16-mixed"
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING and "slower" in warning.getMessage()
+
+
+def test_trainer_resolves_auto(monkeypatch):
+    from esc50_lightning.training import ESC50Trainer
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: dict(NO_BF16))
+    trainer = ESC50Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+    assert trainer.precision == "32-true"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: dict(AMX))
+    assert ESC50Trainer(accelerator="cpu", logger=False).precision == "bf16-mixed"
+    assert ESC50Trainer(accelerator="cpu", logger=False, precision="32-true").precision == "32-true"
+
+
+def test_layout_and_compile_switches(monkeypatch):
+    assert resolve_switch("channels_last", "auto", "cpu") is True
+    assert resolve_switch("channels_last", "auto", "cuda") is True
+    assert resolve_switch("channels_last", "auto", "mps") is False
+    assert resolve_switch("compile", "auto", "cuda") is True
+    monkeypatch.setattr(hardware.shutil, "which", lambda name: None)  # no C++ compiler: inductor cannot build
+    assert resolve_switch("compile", "auto", "cpu") is False
+    monkeypatch.setattr(hardware.shutil, "which", lambda name: "/usr/bin/g++")
+    assert resolve_switch("compile", "auto", "cpu") is True
+    assert resolve_switch("compile", False, "cuda") is False and resolve_switch("channels_last", True, "mps") is True
