@@ -102,14 +102,16 @@ def choose_precision(hw: Hardware) -> tuple[str, str]:
     return "32-true", f"{hw.device} (mixed precision not measured to pay there)"
 
 
-def resolve_precision(requested: str | int | None, hw: Hardware) -> str | int | None:
+def resolve_precision(requested: str | int | None, hw: Hardware, announce: bool = True) -> str | int | None:
     """``auto`` (or unset) -> ``choose_precision``, logged in one line; anything else is kept,
-    with one warning line when it asks for bf16 on a CPU that would emulate it."""
+    with one warning line when it asks for bf16 on a CPU that would emulate it. ``announce``:
+    whether to say so (one process of a DDP run does)."""
     if requested in (None, AUTO):
         precision, why = choose_precision(hw)
-        log.info(f"precision {precision}: {why}; {hw.describe()}")
+        if announce:
+            log.info(f"precision {precision}: {why}; {hw.describe()}")
         return precision
-    if hw.device == "cpu" and not hw.native_bf16 and "bf16" in str(requested):
+    if announce and hw.device == "cpu" and not hw.native_bf16 and "bf16" in str(requested):
         log.warning(BF16_EMULATED_WARNING.format(precision=requested))
     return requested
 

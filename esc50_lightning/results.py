@@ -43,7 +43,7 @@ def markdown_table(runs: list[dict], sort: bool = True) -> str:
 def write_json_atomic(obj: object, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent writers (SLURM array tasks) never share one
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
     return path

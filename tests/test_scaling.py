@@ -29,16 +29,17 @@ def sweep_json(folder):
     return json.loads((folder / "results.json").read_text())
 
 
-def test_ddp_two_processes_count_each_test_clip_once(odd_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_ddp_two_processes_count_each_test_clip_once(odd_root, tmp_path, monkeypatch, strategy):
     monkeypatch.chdir(tmp_path)
-    sweep_dir = tmp_path / "ddp"
+    sweep_dir = tmp_path / strategy
     args = [*fast_args(odd_root, tmp_path / "cache", epochs=2), "--trainer.accelerator=cpu",
-            "--trainer.strategy=ddp", "--trainer.devices=2"]
+            f"--trainer.strategy={strategy}", "--trainer.devices=2"]
     run = subprocess.run([sys.executable, "-m", "esc50_lightning", "sweep", *args, "--folds", "1",
                           "--sweep_dir", str(sweep_dir)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     result = json.loads((sweep_dir / "fold1" / "result.json").read_text())
-    assert result["devices"] == 2
+    assert result["devices"] == 2 and result["epochs"] == 2 and result["train_seconds"] > 0
     assert sum(map(sum, result["confusion_matrix"])) == 7  # not 8: no clip repeated to pad a rank
     # the same checkpoint tested on one device gives the same confusion matrix
     one = [a for a in args if "strategy" not in a and "devices" not in a]

@@ -109,7 +109,8 @@ class AudioClassifier(L.LightningModule):
             return
         device = self.trainer.strategy.root_device
         if hasattr(self.net, "set_channels_last"):
-            self.net.set_channels_last(resolve_switch("channels_last", self.hparams.get("channels_last", False), device))
+            requested = self.hparams.get("channels_last", False)  # absent from older checkpoints
+            self.net.set_channels_last(resolve_switch("channels_last", requested, device))
         if resolve_switch("compile", self.hparams.compile, device):
             self.net.compile()
             self.compiled = True  # fit then test: compile once
@@ -135,6 +136,16 @@ class AudioClassifier(L.LightningModule):
         self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=False, on_epoch=True, prog_bar=True,
                       sync_dist=True)
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.reset()
+        self.val_loss.reset()
+
+    def on_test_epoch_start(self) -> None:
+        # Fresh state tensors in each process: ddp_spawn pickles the module through torch
+        # multiprocessing, which puts CPU tensors in shared memory, so ranks would add up into one.
+        for metric in (self.test_metrics, self.test_loss, self.test_confusion):
+            metric.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

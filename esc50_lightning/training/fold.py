@@ -38,6 +38,7 @@ class WriteFoldResult(Callback):
     def __init__(self, fold: int, fold_dir: Path, timer: Timer, resumed: bool, config: dict, dataset: dict) -> None:
         self.fold, self.fold_dir, self.timer, self.resumed = fold, Path(fold_dir), timer, resumed
         self.config, self.dataset = config, dataset
+        self.epochs = 0  # set after fit, from the process that knows
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -49,7 +50,7 @@ class WriteFoldResult(Callback):
             "accuracy": counted_accuracy(confusion),
             **{k: float(metrics[f"test/{k}"]) for k in ("precision", "recall", "f1")},
             "train_seconds": round(self.timer.time_elapsed("train"), 1),
-            "epochs": trainer.current_epoch,
+            "epochs": self.epochs,
             "resumed": self.resumed,
             "devices": trainer.world_size,
             "precision_used": str(trainer.precision),
@@ -86,8 +87,11 @@ def run_fold(fit_args: list[str], fold: int, fold_dir: Path) -> dict:
     cli.trainer.fit(cli.model, datamodule=dm, ckpt_path=str(last) if resumed else None)
     if cli.trainer.interrupted:
         raise KeyboardInterrupt
-    if not timer.time_elapsed("train") and last.exists():  # ddp_spawn timed the fit in other processes
-        timer.load_state_dict(torch.load(last, weights_only=False)["callbacks"][timer.state_key])
+    writer.epochs = cli.trainer.current_epoch
+    if not timer.time_elapsed("train") and last.exists():  # ddp_spawn trained in other processes
+        state = torch.load(last, weights_only=False)
+        timer.load_state_dict(state["callbacks"][timer.state_key])
+        writer.epochs = state["epoch"] + 1
     dm.load_all()  # in this process (ddp_spawn trained in others)
     writer.dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(dm.meta)}
     cli.trainer.test(cli.model, datamodule=dm, verbose=False)

@@ -13,6 +13,7 @@ from lightning.pytorch.accelerators import Accelerator
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.trainer.connectors.accelerator_connector import _PRECISION_INPUT
+from lightning.pytorch.utilities import rank_zero_only
 
 from esc50_lightning.hardware import AUTO, detect, resolve_precision
 
@@ -51,7 +52,7 @@ class ESC50Trainer(L.Trainer):
         hardware = detect(accelerator if isinstance(accelerator, str) else AUTO)
         super().__init__(
             accelerator=accelerator,
-            precision=resolve_precision(precision, hardware),
+            precision=resolve_precision(precision, hardware, announce=rank_zero_only.rank == 0),
             callbacks=compatible_callbacks(callbacks, enable_checkpointing, logger),
             enable_checkpointing=enable_checkpointing,
             logger=logger,
