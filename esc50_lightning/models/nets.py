@@ -65,7 +65,7 @@ class CNN(nn.Module):
     """A 2-D CNN on log-mel: ``len(channels)`` blocks of two 3x3 conv-BN-ReLU layers and a 2x2
     average pool, then mean over frequency, mean+max over time, dropout and a linear output.
 
-    ``channels_last`` stores weights and activations as NHWC, the layout oneDNN (bf16 CPUs) and
+    ``channels_last`` stores weights and activations as NHWC, the layout oneDNN (CPUs) and
     cuDNN tensor cores prefer; ``AudioClassifier`` sets it for the hardware (``set_channels_last``).
     Input ``(batch, bins, frames)``; output ``(batch, num_classes)``.
     """
