@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from esc50_lightning.hardware import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -21,7 +19,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def machine() -> dict:
     """The machine a result was measured on: CPU model and capability flags (AVX2, AVX-512,
     AVX-512 BF16, AMX), whether bf16 is native, the device and the precision ``auto`` picks."""
-    return {**machine_info(), "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    return machine_info()
 
 
 def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, list[float], object]:

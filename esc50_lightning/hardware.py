@@ -138,13 +138,10 @@ def resolve_switch(name: str, requested: bool | str, device: torch.device | str)
     return SWITCH_RULES[name](device) if requested == AUTO else bool(requested)
 
 
-def machine_info(precision: str | None = None) -> dict:
+def machine_info() -> dict:
     """What a benchmark result says about the machine it ran on."""
     hw = detect()
-    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_flags": hw.cpu_flags,
-            "cpu_native_bf16": cpu_has_native_bf16(hw.cpu_flags), "device": hw.describe(),
-            "auto_precision": choose_precision(hw)[0], "torch": torch.__version__,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cpu_flags": hw.cpu_flags, "cpu_native_bf16": cpu_has_native_bf16(hw.cpu_flags),
+            "device": hw.describe(), "auto_precision": choose_precision(hw)[0], "torch": torch.__version__,
             "python": platform.python_version()}
-    if precision is not None:
-        info["precision"] = precision
-    return info

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.training.fold import run_fold
@@ -25,7 +26,9 @@ CHECKPOINTS = "checkpoints"
 def run_here(fit_args: list[str], folds: list[int], sweep_dir: Path) -> None:
     """One fold after another in this process (DDP strategies included)."""
     for fold in folds:
-        run_fold(fit_args, fold, sweep_dir / f"fold{fold}")
+        result = run_fold(fit_args, fold, sweep_dir / f"fold{fold}")
+        if rank_zero_only.rank == 0:
+            print(f"fold {fold}: accuracy {result['accuracy']:.4f}")
 
 
 def process_slots(jobs: int) -> list[dict[str, str]]:

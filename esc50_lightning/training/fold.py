@@ -35,10 +35,9 @@ class WriteFoldResult(Callback):
     """After testing, rank 0 writes the fold's ``result.json`` (metrics, confusion matrix,
     training time from ``timer``, the resolved config)."""
 
-    def __init__(self, fold: int, fold_dir: Path, timer: Timer, resumed: bool, config: dict, dataset: dict) -> None:
-        self.fold, self.fold_dir, self.timer, self.resumed = fold, Path(fold_dir), timer, resumed
-        self.config, self.dataset = config, dataset
-        self.epochs = 0  # set after fit, from the process that knows
+    def __init__(self, fold: int, fold_dir: Path, timer: Timer, resumed: bool, config: dict) -> None:
+        self.fold, self.fold_dir, self.timer, self.resumed, self.config = fold, Path(fold_dir), timer, resumed, config
+        self.epochs, self.dataset = 0, {}  # set by run_fold between fit and test, in the process that knows
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -79,8 +78,7 @@ def run_fold(fit_args: list[str], fold: int, fold_dir: Path) -> dict:
     resumed = last.exists()
     config = json.loads(cli.parser.dump(cli.config, format="json", skip_link_targets=False))
     dm = cli.datamodule
-    dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": None}
-    writer = WriteFoldResult(fold, fold_dir, timer, resumed, config, dataset)
+    writer = WriteFoldResult(fold, fold_dir, timer, resumed, config)
     cli.trainer.callbacks.extend([timer, writer])
     if resumed and cli.trainer.is_global_zero:
         print(f"fold {fold}: resuming from {last}")
