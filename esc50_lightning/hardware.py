@@ -6,11 +6,13 @@ them (README, "Hardware policy"):
 
 - precision: ``bf16-mixed`` where bfloat16 is native (CUDA with bf16 support; CPUs with
   AVX-512 BF16 or AMX), ``16-mixed`` on CUDA without bf16, else ``32-true``. PyTorch's CPU
-  autocast *emulates* bf16 on other CPUs, 10-40x slower than fp32.
+  autocast *emulates* bf16 on other CPUs, several times slower than fp32 (the Conv1D: 2.726x on
+  an AVX-512 CPU; a user's AVX2-only CPU took about 70 s per epoch against 5-6 s).
 - channels-last (NHWC) for 2-D CNNs: on for CPUs and CUDA. The CNN's epochs measured 1.458x
-  faster with it in native bf16 (AMX CPU) and 1.59x at fp32 (AVX-512 CPU without bf16).
+  faster with it in native bf16 (a CPU with AMX or AVX-512 BF16) and 1.589x at fp32 (an
+  AVX-512 CPU without bf16).
 - ``torch.compile``: on for CPUs (where inductor finds a C++ compiler) and CUDA; it measured
-  1.16x faster epochs in native bf16 and 1.74x at fp32 on the same two CPUs. It costs a fixed
+  1.164x faster epochs in native bf16 and 1.738x at fp32 on the same two CPUs. It costs a fixed
   compilation in the first batches, so short runs (smoke tests) turn it off explicitly.
 Elsewhere (MPS) both stay off: not measured.
 """
@@ -31,7 +33,7 @@ log = logging.getLogger("esc50_lightning")
 AUTO = "auto"
 BF16_EMULATED_WARNING = (
     "precision {precision} on a CPU without native bf16 (no AVX-512 BF16, no AMX): PyTorch emulates "
-    "bf16 here, typically 10-40x slower than --trainer.precision 32-true"
+    "bf16 here, several times slower than --trainer.precision 32-true"
 )
 
 
