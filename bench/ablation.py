@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_root, one_fold_run, write  # noqa: E402
+from common import data_root, one_fold_run, weights_accuracies, write  # noqa: E402
 
 from esc50_lightning.figures.curves import read_scalars  # noqa: E402
 
@@ -29,6 +29,10 @@ VARIANTS = {
     "no_gain": ["--data.augment.gain_db=0"],
     "no_augmentation": ["--model.mixup_alpha=0", "--data.augment.freq_masks=0", "--data.augment.time_masks=0",
                         "--data.augment.time_shift=0", "--data.augment.gain_db=0"],
+    # training levers (issue 16): Lightning's EMA of the weights; validated and tested with the
+    # averaged weights, while the raw weights of the same trajectory stay in the checkpoint
+    "ema": ["--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+            "--trainer.callbacks.decay=0.998"],
 }
 
 
@@ -38,6 +42,7 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--name", help="results file name (default: <config>_ablation)")
     args = parser.parse_args()
     data_root()
     name = Path(args.config).stem
@@ -48,9 +53,12 @@ def main() -> None:
         val = read_scalars(fold_dir).get("val/acc")
         rows.append({"variant": variant, "overrides": VARIANTS[variant], "val_accuracy": float(val[-1]),
                      "test_accuracy": result["accuracy"], "train_seconds": result["train_seconds"]})
+        weights = weights_accuracies(fold_dir)
+        if "averaged" in weights:  # the same trajectory's raw weights, evaluated alike: the pair
+            rows[-1]["weights"] = weights
         print(f"{variant:16s} val {rows[-1]['val_accuracy']:.3f}  test {result['accuracy']:.3f}")
     figures = {"config": args.config, "fold": args.fold, "epochs": args.epochs, "rows": rows}
-    print(f"wrote {write(f'{name}_ablation', figures)}")
+    print(f"wrote {write(args.name or f'{name}_ablation', figures)}")
 
 
 if __name__ == "__main__":

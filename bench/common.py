@@ -72,3 +72,36 @@ def one_fold_run(config: str, fold: int, epochs: int, variant: str = "full", ove
         cli_main(["sweep", f"--config={config}", f"--folds={fold}", f"--sweep_dir={sweep_dir}",
                   f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false", *overrides])
     return fold_dir
+
+
+def weights_accuracies(fold_dir: Path) -> dict[str, dict[str, float]]:
+    """Validation and test accuracy of both weight sets in a run's ``last.ckpt``.
+
+    A run with Lightning's ``WeightAveraging`` (EMA, SWA) saves the averaged weights as
+    ``state_dict`` and the raw weights of the same trajectory as ``current_model_state``:
+    evaluating both, with the same code and precision, gives the lever's effect without a
+    second training run. Runs without averaging return ``{"raw": ...}`` only.
+    """
+    import torch
+
+    from esc50_lightning.data import ESC50DataModule
+    from esc50_lightning.models import AudioClassifier
+    from esc50_lightning.training.fold import counted_accuracy
+    from esc50_lightning.training.trainer import ESC50Trainer
+
+    path = Path(fold_dir) / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    states = {"raw": ckpt.get("current_model_state", ckpt["state_dict"])}
+    if "current_model_state" in ckpt:
+        states["averaged"] = ckpt["state_dict"]
+    dm = ESC50DataModule.load_from_checkpoint(path)
+    model = AudioClassifier.load_from_checkpoint(path, map_location="cpu")
+    out = {}
+    for name, state in states.items():
+        model.load_state_dict(state)
+        trainer = ESC50Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                               enable_model_summary=False, precision="32-true")
+        val = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/acc"]
+        trainer.test(model, datamodule=dm, verbose=False)
+        out[name] = {"val_accuracy": float(val), "test_accuracy": counted_accuracy(model.confusion.tolist())}
+    return out

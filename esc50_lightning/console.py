@@ -16,6 +16,7 @@ NOISE = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # torch pytree notice, raised inside Lightning
     r".*is not supported by the model summary.*",  # the summary's size estimate under mixed precision
     r".*Total length of .* across ranks is zero.*",  # val_strategy none: no validation batches, as asked
+    r".*WeightAveraging doesn't support sharding model layers.*",  # our configure_model compiles, never shards
 )
 NOISY_LOG_PREFIXES = ("💡 Tip:",)  # Lightning's cloud-service advertisements
 

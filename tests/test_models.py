@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from esc50_lightning.models import CNN, MLP, Conv1D
+from esc50_lightning.models.nets import ResidualBlock
 
 
-@pytest.mark.parametrize("net_class", [MLP, Conv1D, CNN])
+def residual_cnn(*args, **kwargs) -> CNN:
+    return CNN(*args, residual=True, **kwargs)
+
+
+@pytest.mark.parametrize("net_class", [MLP, Conv1D, CNN, residual_cnn])
 @pytest.mark.parametrize("shape", [(64, 50), (40, 173)])
 def test_nets_map_any_spectrogram_shape_to_logits(net_class, shape) -> None:
     net = net_class(*shape, num_classes=7).eval()
@@ -22,6 +27,27 @@ def test_cnn_channels_last_computes_the_same_function() -> None:
     nhwc.load_state_dict(plain.state_dict())
     conv = nhwc.features[1]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 32, 40)
+    torch.testing.assert_close(nhwc(x), plain(x), atol=1e-5, rtol=1e-4)
+
+
+def test_residual_block_adds_its_input_back() -> None:
+    same, wider = ResidualBlock(8, 8), ResidualBlock(8, 16)
+    for block in (same, wider):  # a body that outputs zero leaves relu(shortcut(x))
+        torch.nn.init.zeros_(block.body[-1].weight)
+    x = torch.randn(2, 8, 6, 10)
+    torch.testing.assert_close(same(x), torch.relu(x))
+    assert wider(x).shape == (2, 16, 6, 10)
+    plain = CNN(16, 20, 3, channels=(4, 8)).state_dict()
+    assert plain["features.1.weight"].shape == (4, 1, 3, 3)  # the plain CNN stays flat: its keys as before
+    assert "features.1.shortcut.0.weight" in CNN(16, 20, 3, channels=(4, 8), residual=True).state_dict()
+
+
+def test_residual_cnn_channels_last_computes_the_same_function() -> None:
+    torch.manual_seed(0)
+    plain = residual_cnn(32, 40, 5, channels=(8, 16)).eval()
+    nhwc = residual_cnn(32, 40, 5, channels=(8, 16), channels_last=True).eval()
+    nhwc.load_state_dict(plain.state_dict())
     x = torch.randn(4, 32, 40)
     torch.testing.assert_close(nhwc(x), plain(x), atol=1e-5, rtol=1e-4)
 

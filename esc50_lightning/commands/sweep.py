@@ -56,6 +56,10 @@ def config_name(rest: list[str]) -> str:
     return "sweep"
 
 
+def unique(items: list[dict]) -> list[dict]:
+    return [item for i, item in enumerate(items) if item not in items[:i]]
+
+
 def aggregate(name: str, sweep_dir: Path, folds: list[int], results_file: str | None) -> None:
     """Read the fold folders' ``result.json`` and write the sweep's JSON and markdown table."""
     results = [json.loads(result_path(sweep_dir / f"fold{fold}").read_text()) for fold in folds]
@@ -64,7 +68,8 @@ def aggregate(name: str, sweep_dir: Path, folds: list[int], results_file: str | 
              **{k: r[k] for k in ("precision", "recall", "f1", "train_seconds")}} for r in results]
     run = summarize_run(name, rows)
     extra = {"class_names": results[0]["class_names"], "confusion_matrix": confusion.tolist(),
-             "total_train_seconds": round(sum(f["train_seconds"] for f in rows), 1)}
+             "total_train_seconds": round(sum(f["train_seconds"] for f in rows), 1),
+             "machines": unique([r["machine"] for r in results if "machine" in r])}  # where the seconds were spent
     targets = [sweep_dir / "results.json"] + ([Path(results_file)] if results_file else [])
     for target in targets:
         table = write_results(target, "sweep", results[0]["config"], results[0]["dataset"], [run], extra)

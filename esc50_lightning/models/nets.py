@@ -61,25 +61,48 @@ class Conv1D(nn.Module):
         return self.head(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
 
 
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv-BN layers plus a shortcut (identity, or 1x1 conv-BN where the channel count
+    changes), then ReLU: ``(batch, c_in, H, W)`` -> ``(batch, c_out, H, W)``."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+        )
+        self.shortcut = nn.Identity() if c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
 class CNN(nn.Module):
     """A 2-D CNN on log-mel: ``len(channels)`` blocks of two 3x3 conv-BN-ReLU layers and a 2x2
     average pool, then mean over frequency, mean+max over time, dropout and a linear output.
 
-    ``channels_last`` stores weights and activations as NHWC, the layout oneDNN (CPUs) and
-    cuDNN tensor cores prefer; ``AudioClassifier`` sets it for the hardware (``set_channels_last``).
+    ``residual`` adds a shortcut around each block's two convolutions (``ResidualBlock``; a 1x1
+    projection where the width changes: 3.07% more FLOPs at 64 x 501). ``channels_last`` stores weights
+    and activations as NHWC, the layout oneDNN (CPUs) and cuDNN tensor cores prefer;
+    ``AudioClassifier`` sets it for the hardware (``set_channels_last``).
     Input ``(batch, bins, frames)``; output ``(batch, num_classes)``.
     """
 
     def __init__(
         self, n_bins: int, n_frames: int, num_classes: int,
-        channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3, channels_last: bool = False,
+        channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3, residual: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.BatchNorm2d(1)]
         c_in = 1
         for c in channels:
-            for c_from in (c_in, c):
-                layers += [nn.Conv2d(c_from, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+            if residual:
+                layers.append(ResidualBlock(c_in, c))
+            else:  # flat, so checkpoints of the plain CNN keep their keys
+                for c_from in (c_in, c):
+                    layers += [nn.Conv2d(c_from, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
             layers.append(nn.AvgPool2d(2))
             c_in = c
         self.features = nn.Sequential(*layers)

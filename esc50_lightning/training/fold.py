@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
 
+from esc50_lightning.hardware import machine_info
 from esc50_lightning.results import write_json_atomic
 
 
@@ -33,7 +34,7 @@ def result_path(fold_dir: Path) -> Path:
 
 class WriteFoldResult(Callback):
     """After testing, rank 0 writes the fold's ``result.json`` (metrics, confusion matrix,
-    training time from ``timer``, the resolved config)."""
+    training time from ``timer``, the resolved config, the machine: CPU model and flags, device)."""
 
     def __init__(self, fold: int, fold_dir: Path, timer: Timer, resumed: bool, config: dict) -> None:
         self.fold, self.fold_dir, self.timer, self.resumed, self.config = fold, Path(fold_dir), timer, resumed, config
@@ -53,6 +54,7 @@ class WriteFoldResult(Callback):
             "resumed": self.resumed,
             "devices": trainer.world_size,
             "precision_used": str(trainer.precision),
+            "machine": machine_info(),
             "confusion_matrix": confusion,
             "class_names": list(trainer.datamodule.class_names),
             "config": self.config,
