@@ -48,9 +48,38 @@ def test_curves_and_confusion(tmp_path):
     assert png_size(out / "confusion.png") == (680, 520)
 
 
+def sweep_result(accuracy, seconds, machines):
+    return {"runs": [{"name": "x", "folds": [{}, {}], "mean": {"accuracy": accuracy}, "std": {"accuracy": 0.01}}],
+            "total_train_seconds": seconds, "config": {"trainer": {"max_epochs": 80, "precision": "32-true"}},
+            "machines": machines}
+
+
+def test_budget_figure_places_each_sweep_and_names_its_hardware(tmp_path):
+    from esc50_lightning.figures.budget import budget_figure, hardware_kind
+
+    gpu = [{"device": "cuda:0 (NVIDIA H100)", "cpu_native_bf16": False}]
+    native, emulated = [{"device": "cpu", "cpu_native_bf16": True}], [{"device": "cpu", "cpu_native_bf16": False}]
+    old = [{"cpu_kind": "recorded before ...; so its bf16 was native (AVX-512 BF16 or AMX)"}]
+    kinds = [hardware_kind(sweep_result(0.5, 1, m)) for m in (gpu, native, emulated, old, [])]
+    assert kinds == ["GPU", "CPU, native bf16", "CPU, bf16 emulated", "CPU, native bf16", "machine not recorded"]
+    fig = budget_figure({"fast": sweep_result(0.8, 1800, native), "long": sweep_result(0.9, 7200, emulated)})
+    data_lines = [bar.lines[0] for bar in fig.axes[0].containers]  # each errorbar's marker line
+    points = [(line.get_xdata()[0], line.get_ydata()[0]) for line in data_lines]
+    assert sorted(points) == [(0.5, 0.8), (2.0, 0.9)]  # hours, mean accuracy
+    paths = []
+    for name, accuracy in (("sweep_a", 0.7), ("sweep_b", 0.8)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(sweep_result(accuracy, 3600, native)))
+    main(["plots", "budget", "--sweeps", *map(str, paths), "--out", str(tmp_path / "figs"), "--dpi", "40",
+          "--tensorboard", ""])
+    assert png_size(tmp_path / "figs" / "budget.png") == (360, 220)
+
+
 @pytest.mark.parametrize("args, message", [
     (["curves", "--run", "{tmp}"], "no TensorBoard event files"),
     (["confusion", "--results", "{tmp}/nope.json"], "not a sweep result"),
+    (["budget"], "budget needs --sweeps"),
+    (["budget", "--sweeps", "{tmp}/nope.json"], "not a sweep result with accuracies"),
 ])
 def test_missing_inputs_are_clear(tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path) for a in args]

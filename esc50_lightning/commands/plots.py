@@ -2,7 +2,8 @@
 
 Figures: ``waveform`` (one clip, or one per class with ``--per-class``), ``compare`` (three
 representations, and the window x hop grid), ``pooling``, ``curves`` (from ``--run``, a run or
-sweep folder) and ``confusion`` (from ``--results``, a sweep's JSON). Every spectrogram is drawn
+sweep folder), ``confusion`` (from ``--results``, a sweep's JSON) and ``budget`` (accuracy against
+training hours, from ``--sweeps``, several sweeps' JSON files). Every spectrogram is drawn
 by the product's own ``SpectrogramFrontend``: what the models see.
 """
 
@@ -21,7 +22,7 @@ from esc50_lightning.data.meta import load_metadata
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.figures import save_png
 
-FIGURES = ("waveform", "compare", "pooling", "curves", "confusion")
+FIGURES = ("waveform", "compare", "pooling", "curves", "confusion", "budget")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -36,6 +37,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--run", help="curves: a run folder or a sweep folder (lightning_logs/...)")
     parser.add_argument("--results", help="confusion: a sweep's results JSON")
+    parser.add_argument("--sweeps", nargs="+", default=[], help="budget: sweeps' results JSON files")
     parser.add_argument("--tensorboard", default="lightning_logs/plots", help="TensorBoard log dir ('' for none)")
     parser.add_argument("--dpi", type=int, default=90)
     parser.add_argument("--allow-subset", action="store_true", help="accept a partial dataset")
@@ -60,7 +62,7 @@ def make_figures(args: argparse.Namespace) -> dict[str, plt.Figure]:
     from esc50_lightning.figures import audio
 
     wanted = args.figures or [f for f in FIGURES if (f != "curves" or args.run) and
-                              (f != "confusion" or args.results)]
+                              (f != "confusion" or args.results) and (f != "budget" or args.sweeps)]
     figs: dict[str, plt.Figure] = {}
     sr = args.sample_rate
     if {"waveform", "compare", "pooling"} & set(wanted):
@@ -98,7 +100,26 @@ def make_figures(args: argparse.Namespace) -> dict[str, plt.Figure]:
             raise ESC50Error(f"{path}: not a sweep result with a confusion matrix ({err})") from None
         title = f"{result['runs'][0]['name']}: confusion over {len(result['runs'][0]['folds'])} test folds"
         figs["confusion"] = confusion_figure(matrix, names, title)
+    if "budget" in wanted:
+        figs["budget"] = budget(args.sweeps)
     return figs
+
+
+def budget(paths: list[str]) -> plt.Figure:
+    """The accuracy-for-hours figure of sweep result files (names: the file names less ``sweep_``)."""
+    from esc50_lightning.figures.budget import budget_figure
+
+    if not paths:
+        raise ESC50Error("budget needs --sweeps (sweeps' results JSON files)")
+    results = {}
+    for path in map(Path, paths):
+        try:
+            result = json.loads(path.read_text())
+            result["runs"][0]["mean"]["accuracy"], result["total_train_seconds"]  # noqa: B018 - validate
+        except (OSError, ValueError, KeyError, IndexError) as err:
+            raise ESC50Error(f"{path}: not a sweep result with accuracies and training time ({err!r})") from None
+        results[path.stem.removeprefix("sweep_")] = result
+    return budget_figure(results)
 
 
 def main(argv: list[str]) -> None:
@@ -112,7 +133,7 @@ def main(argv: list[str]) -> None:
 
         writer = SummaryWriter(args.tensorboard)
     for name, fig in figs.items():
-        cmap = None if name in ("curves", "confusion") else "magma"  # spectrogram figures
+        cmap = None if name in ("curves", "confusion", "budget") else "magma"  # spectrogram figures
         path = save_png(fig, out / f"{name}.png", dpi=args.dpi, cmap=cmap)
         if writer is not None:
             writer.add_figure(f"plots/{name}", fig)
