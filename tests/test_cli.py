@@ -118,6 +118,18 @@ def test_unknown_config_key_is_one_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--trainer.callbacks+=esc50_lightning.training.averaging.WarmupEMA", "--trainer.callbacks.decay=1.5"],
+     "WarmupEMA: decay must be in (0, 1), got 1.5"),
+    (["--model.net.init_args.dropout=-1"], "dropout probability has to be between 0 and 1"),
+])
+def test_rejected_argument_is_one_clear_error(tiny_root, tmp_path, args, message):
+    proc = run_cli("fit", *fast_args(tiny_root, tmp_path / "c", epochs=1), *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("esc50-lightning: error: invalid configuration: ")
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_bad_data_root_is_one_clear_error(tree, tmp_path):
     (tree / "audio" / sorted(p.name for p in (tree / "audio").iterdir())[0]).write_bytes(b"junk")
     proc = run_cli("fit", *fast_args(tree, tmp_path / "c", epochs=1), "--data.clip_seconds=1.0", cwd=tmp_path)

@@ -1,21 +1,44 @@
-"""EMA of the weights through Lightning's own callback, from a config or the command line."""
+"""EMA of the weights through Lightning's weight averaging, from a config or the command line."""
 
 import warnings
 
+import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from esc50_lightning.cli import main
 
 from .test_cli import fast_args
 
 EMA = ["--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging", "--trainer.callbacks.decay=0.5"]
+WARMUP_EMA = ["--trainer.callbacks+=esc50_lightning.training.averaging.WarmupEMA", "--trainer.callbacks.decay=0.5"]
 
 
-def test_ema_run_saves_averaged_and_raw_weights(tiny_root, tmp_path, monkeypatch):
+def test_warmup_ema_follows_its_recursion() -> None:
+    from esc50_lightning.training.averaging import WarmupEMA, warmup_decay
+
+    assert [warmup_decay(0.9, n) for n in (0, 1, 8, 80)] == [0.1, 2 / 11, 0.5, 0.9]
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    averaged = AveragedModel(net, multi_avg_fn=WarmupEMA(decay=0.9).average, use_buffers=True)
+    expected = 0.0
+    for step in range(30):
+        with torch.no_grad():
+            net[0].weight.fill_(float(step))
+        net(torch.randn(4, 2))  # training mode: BatchNorm counts a batch
+        averaged.update_parameters(net)
+        if step:  # the first update copies
+            decay = warmup_decay(0.9, step)
+            expected = decay * expected + (1 - decay) * step
+    torch.testing.assert_close(averaged.module[0].weight, torch.full((2, 2), expected))
+    assert 0 < int(averaged.module[1].num_batches_tracked) <= 30  # integer buffers take the other path
+
+
+@pytest.mark.parametrize("callback", [EMA, WARMUP_EMA], ids=["lightning_ema", "warmup_ema"])
+def test_ema_run_saves_averaged_and_raw_weights(tiny_root, tmp_path, monkeypatch, callback):
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        main(["fit", *fast_args(tiny_root, tmp_path / "cache", "cnn.yaml", epochs=2), *EMA])
+        main(["fit", *fast_args(tiny_root, tmp_path / "cache", "cnn.yaml", epochs=2), *callback])
     assert not [w for w in caught if "WeightAveraging" in str(w.message)]  # no warning about sharding
     ckpt = torch.load(next(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")), weights_only=False)
     averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]

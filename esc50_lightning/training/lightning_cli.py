@@ -43,6 +43,17 @@ class ESC50CLI(LightningCLI):
         kwargs.setdefault("trainer_class", ESC50Trainer)
         super().__init__(AudioClassifier, ESC50DataModule, *args, **kwargs)
 
+    def instantiate_classes(self) -> None:
+        """A class that rejects its arguments (``ValueError``/``TypeError`` from its constructor:
+        a callback's decay, a network's dropout) ends in one line with its own message, rather
+        than jsonargparse's report on every type the value failed to match."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as err:
+            while err.__cause__ is not None:
+                err = err.__cause__
+            raise ESC50Error(f"invalid configuration: {str(err).splitlines()[0]}") from None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.feature_shape", "model.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
