@@ -19,7 +19,7 @@ from common import data_root, one_fold_run, weights_accuracies, write  # noqa: E
 from esc50_lightning.figures.curves import read_scalars  # noqa: E402
 
 EMA = ["--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging", "--trainer.callbacks.decay=0.998"]
-WARMUP_EMA = ["--trainer.callbacks+=esc50_lightning.training.averaging.WarmupEMA", "--trainer.callbacks.decay=0.998"]
+WARMUP_EMA = ["--trainer.callbacks+=esc50_lightning.training.averaging.WarmupEMA", "--trainer.callbacks.decay=0.99"]
 VARIANTS = {
     "full": [],
     # candidates to add:
