@@ -22,6 +22,7 @@ from torchmetrics.classification import (
 )
 
 from esc50_lightning.hardware import AUTO, resolve_switch
+from esc50_lightning.models.distill import check_teacher, distillation_loss, teacher_path
 
 NetFactory = Callable[[int, int, int], nn.Module]
 
@@ -73,6 +74,12 @@ class AudioClassifier(L.LightningModule):
         channels_last: store a 2-D network's weights and activations as NHWC (nets with a
             ``set_channels_last`` method); ``auto``: where the hardware policy says it pays
             (``hardware.channels_last_pays``).
+        teachers: checkpoints of our own models to distil from, ``{fold}`` standing for the test
+            fold (``lightning_logs/sweeps/cnn/fold{fold}/checkpoints/last.ckpt``); each must hold
+            out the same fold and validation split (``models.distill``). Their probabilities at
+            ``distill_temperature``, averaged, are matched on the same augmented, mixed batch.
+        distill_weight: the loss is ``(1 - w) * cross-entropy + w * distillation``.
+        distill_temperature: softens teacher and student alike (Hinton et al.'s ``T``).
     Under DDP every metric, the losses included, is summed over ranks: each clip counts once.
     """
 
@@ -89,8 +96,14 @@ class AudioClassifier(L.LightningModule):
         tta_shifts: int = 1,
         compile: bool | Literal["auto"] = False,
         channels_last: bool | Literal["auto"] = AUTO,
+        teachers: list[str] | None = None,
+        distill_weight: float = 0.5,
+        distill_temperature: float = 2.0,
     ) -> None:
         super().__init__()
+        if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
+            raise ValueError(f"distill_weight must be in [0, 1] and distill_temperature > 0, "
+                             f"got {distill_weight} and {distill_temperature}")
         self.save_hyperparameters()  # under LightningCLI: the config (class paths), so checkpoints rebuild the net
         self.net = net(*input_shape, num_classes)
         self.optimizer = optimizer
@@ -101,6 +114,7 @@ class AudioClassifier(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.confusion: torch.Tensor | None = None  # filled at test end, read by `sweep`
         self.compiled = False
+        self.teacher_models: list[AudioClassifier] = []  # a plain list: never trained, never saved
 
     def configure_model(self) -> None:
         # Only under a Trainer: load_from_checkpoint calls this hook too, and a loaded model is
@@ -115,6 +129,28 @@ class AudioClassifier(L.LightningModule):
             self.net.compile()
             self.compiled = True  # fit then test: compile once
 
+    def on_fit_start(self) -> None:
+        """Load the teachers for this fold, frozen, laid out and compiled like the student."""
+        patterns = self.hparams.get("teachers") or []
+        student_data = dict(getattr(self.trainer.datamodule, "hparams", {}))
+        self.teacher_models = []
+        for pattern in patterns:
+            path = teacher_path(pattern, student_data.get("fold", 1))
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            check_teacher(path, saved.get("datamodule_hyper_parameters"), student_data)
+            teacher = type(self).load_from_checkpoint(path, map_location=self.device).eval().requires_grad_(False)
+            if hasattr(teacher.net, "set_channels_last"):
+                teacher.net.set_channels_last(resolve_switch("channels_last", self.hparams.channels_last, self.device))
+            if self.compiled:
+                teacher.net.compile()
+            self.teacher_models.append(teacher)
+
+    @torch.no_grad()
+    def teacher_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """The teachers' mean class probabilities at ``distill_temperature``, ``(batch, classes)``."""
+        temperature = self.hparams.distill_temperature
+        return torch.stack([(t(x).float() / temperature).softmax(-1) for t in self.teacher_models]).mean(0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return self.net(x)
@@ -126,12 +162,18 @@ class AudioClassifier(L.LightningModule):
         if self.hparams.mixup_alpha > 0:
             lam = float(torch.distributions.Beta(self.hparams.mixup_alpha, self.hparams.mixup_alpha).sample())
             perm = torch.randperm(x.shape[0], device=x.device)
-            logits = self(lam * x + (1 - lam) * x[perm])
+            x = lam * x + (1 - lam) * x[perm]
+            logits = self(x)
             loss = lam * F.cross_entropy(logits, y, label_smoothing=smooth) + (1 - lam) * F.cross_entropy(
                 logits, y[perm], label_smoothing=smooth)
         else:
             logits = self(x)
             loss = F.cross_entropy(logits, y, label_smoothing=smooth)
+        if self.teacher_models:
+            distill = distillation_loss(logits, self.teacher_probs(x), self.hparams.distill_temperature)
+            self.log("train/distill_loss", distill, on_step=False, on_epoch=True, sync_dist=True)
+            weight = self.hparams.distill_weight
+            loss = (1 - weight) * loss + weight * distill
         acc = (logits.argmax(1) == y).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, on_step=False, on_epoch=True, prog_bar=True,
                       sync_dist=True)
