@@ -38,6 +38,10 @@ VARIANTS = {
     "ema": EMA,
     "wema_residual": [*WARMUP_EMA, "--model.net.init_args.residual=true"],
     "wema_hop640": [*WARMUP_EMA, "--data.hop_length=640", "--data.augment.time_width=12"],  # half the frames
+    # self-distillation: the plain CNN taught by the residual CNN trained as above, same fold,
+    # same length ({epochs}), averaged weights (run wema_residual first)
+    "wema_distill_residual": [*WARMUP_EMA, "--model.teachers+=lightning_logs/bench/cnn/{epochs}ep/wema_residual/"
+                              "fold{fold}/checkpoints/last.ckpt"],
 }
 
 
@@ -53,10 +57,11 @@ def main() -> None:
     name = Path(args.config).stem
     rows = []
     for variant in args.variants:
-        fold_dir = one_fold_run(args.config, args.fold, args.epochs, variant, tuple(VARIANTS[variant]))
+        overrides = [arg.replace("{epochs}", str(args.epochs)) for arg in VARIANTS[variant]]
+        fold_dir = one_fold_run(args.config, args.fold, args.epochs, variant, tuple(overrides))
         result = json.loads((fold_dir / "result.json").read_text())
         val = read_scalars(fold_dir).get("val/acc")
-        rows.append({"variant": variant, "overrides": VARIANTS[variant], "val_accuracy": float(val[-1]),
+        rows.append({"variant": variant, "overrides": overrides, "val_accuracy": float(val[-1]),
                      "test_accuracy": result["accuracy"], "train_seconds": result["train_seconds"]})
         weights = weights_accuracies(fold_dir)
         if "averaged" in weights:  # the same trajectory's raw weights, evaluated alike: the pair
