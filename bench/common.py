@@ -86,11 +86,11 @@ def weights_accuracies(fold_dir: Path) -> dict[str, dict[str, float]]:
     show how much of a gap that explains. Runs without averaging give the ``raw`` rows only.
     """
     import torch
-    from torch.optim.swa_utils import update_bn
 
     from esc50_lightning.console import configure_console
     from esc50_lightning.data import ESC50DataModule
     from esc50_lightning.models import AudioClassifier
+    from esc50_lightning.training.averaging import recalibrate_batchnorm
     from esc50_lightning.training.fold import counted_accuracy
     from esc50_lightning.training.trainer import ESC50Trainer
 
@@ -103,15 +103,12 @@ def weights_accuracies(fold_dir: Path) -> dict[str, dict[str, float]]:
     dm = ESC50DataModule.load_from_checkpoint(path)
     model = AudioClassifier.load_from_checkpoint(path, map_location="cpu")
     dm.setup("fit")
-    train_batches = None
     out = {}
     for name, state in states.items():
         for bn in ("", "_bn_recomputed"):
             model.load_state_dict(state)
-            if bn:
-                torch.manual_seed(0)  # the loader's shuffle: the same batches in every run of this
-                train_batches = train_batches or [dm.on_after_batch_transfer(b, 0) for b in dm.train_dataloader()]
-                update_bn(train_batches, model)
+            if bn:  # as WarmupEMA(recalibrate_bn=True) does at the end of training
+                recalibrate_batchnorm(model, dm.clean_batches("train", model.device))
             trainer = ESC50Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                    enable_model_summary=False, precision="32-true")
             val = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/acc"]

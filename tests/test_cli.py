@@ -19,7 +19,7 @@ def fast_args(root, cache, config="conv1d.yaml", epochs=2):
             "--trainer.enable_model_summary=false", "--trainer.precision=32-true", "--model.compile=false"]
 
 
-@pytest.mark.parametrize("config", ["mlp.yaml", "conv1d.yaml", "cnn.yaml"])
+@pytest.mark.parametrize("config", ["mlp.yaml", "conv1d.yaml", "cnn.yaml", "cnn_fast.yaml"])
 def test_fit_end_to_end(tiny_root, tmp_path, monkeypatch, config):
     monkeypatch.chdir(tmp_path)
     main(["fit", *fast_args(tiny_root, tmp_path / "cache", config)])

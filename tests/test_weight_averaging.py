@@ -61,3 +61,43 @@ def test_sweep_records_the_ema_and_its_checkpoint_loads_averaged_weights(tiny_ro
     ckpt = torch.load(fold / "checkpoints" / "last.ckpt", weights_only=False)
     for key, value in model.state_dict().items():  # a checkpoint loads as its averaged weights
         torch.testing.assert_close(value, ckpt["state_dict"][key])
+
+
+@pytest.mark.parametrize("recalibrate", [True, False])
+def test_warmup_ema_saves_batchnorm_statistics_measured_for_the_averaged_weights(tiny_root, tmp_path, monkeypatch,
+                                                                                  recalibrate):
+    from esc50_lightning.data import ESC50DataModule
+    from esc50_lightning.models import AudioClassifier
+    from esc50_lightning.training.averaging import recalibrate_batchnorm
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *fast_args(tiny_root, tmp_path / "cache", "cnn.yaml", epochs=2), *WARMUP_EMA,
+          f"--trainer.callbacks.recalibrate_bn={str(recalibrate).lower()}"])
+    path = next(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt"))
+    saved = torch.load(path, weights_only=False)["state_dict"]
+    model = AudioClassifier.load_from_checkpoint(path)
+    dm = ESC50DataModule.load_from_checkpoint(path)
+    dm.setup("fit")
+    # re-estimation forgets the old statistics: on recalibrated weights it changes nothing
+    recalibrate_batchnorm(model, dm.clean_batches("train", model.device))
+    stats = [k for k in saved if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    # (NHWC in training, NCHW here: equal up to rounding)
+    same = [torch.allclose(model.state_dict()[k], saved[k], rtol=1e-3, atol=1e-4) for k in stats]
+    assert all(same) if recalibrate else not all(same)
+
+
+def test_a_fold_resumed_after_training_is_tested_with_the_averaged_weights(tiny_root, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    args = ["sweep", *fast_args(tiny_root, tmp_path / "cache", "cnn.yaml", epochs=2), *WARMUP_EMA, "--folds=1",
+            f"--sweep_dir={tmp_path / 'sweep'}"]
+    main(args)
+    result = tmp_path / "sweep" / "fold1" / "result.json"
+    first = json.loads(result.read_text())
+    result.unlink()  # interrupted after training, before testing: the resumed fold trains nothing
+    main(args)
+    again = json.loads(result.read_text())
+    assert again["resumed"] and again["epochs"] == 2
+    assert (again["confusion_matrix"], again["f1"]) == (first["confusion_matrix"], first["f1"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,14 +26,7 @@ from esc50_lightning.data.download import default_cache_dir, ensure_dataset
 from esc50_lightning.data.meta import NUM_CLASSES, class_names, load_metadata
 from esc50_lightning.data.slices import SliceDataset, keep_batch
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.features import (
-    RandomGain,
-    SpectrogramFrontend,
-    Standardize,
-    build_augment,
-    compute_features,
-    pool,
-)
+from esc50_lightning.features import RandomGain, SpectrogramFrontend, Standardize, build_augment, compute_features, pool
 from esc50_lightning.features.spectrogram import FeatureKind, num_frames
 
 
@@ -245,20 +239,28 @@ class ESC50DataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
-        """Features (when not precomputed), normalisation and training augmentation, on the device."""
         if not isinstance(batch, (tuple, list)):  # the model summary's example input
             return batch
-        x, y = batch
+        trainer = getattr(self, "trainer", None)
+        return self.model_inputs(batch[0], augment=trainer is not None and trainer.training), batch[1]
+
+    def model_inputs(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        """What the model sees of a batch of clips (or precomputed features), on their device:
+        features, normalisation and, with ``augment``, the training augmentation."""
         if not self.precompute:
             x = self.frontend.to(x.device)(x)
-        trainer = getattr(self, "trainer", None)
-        training = trainer is not None and trainer.training
-        if training:
+        if augment:
             x = self.gain.train()(x)  # dB offset: before normalisation
         x = self.normalizer.to(x.device)(x)
-        if training:
-            x = self.augment.train()(x)
-        return x, y
+        return self.augment.train()(x) if augment else x
+
+    def clean_batches(self, part: str, device: torch.device, seed: int = 0) -> Iterator[torch.Tensor]:
+        """``part``'s clips as evaluation sees them (no augmentation), ``batch_size`` at a time in
+        a fixed shuffled order: for statistics such as BatchNorm's (``training.averaging``)."""
+        index = self.index[part]
+        order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(seed)).numpy()]
+        for start in range(0, len(order), self.batch_size):
+            yield self.model_inputs(self.inputs[order[start:start + self.batch_size]].to(device))
 
     # ----- what a checkpoint needs to use the model on new audio -----
     def state_dict(self) -> dict:

@@ -1,21 +1,37 @@
-"""``WarmupEMA``: Lightning's weight averaging with an exponential moving average that warms up.
+"""``WarmupEMA``: Lightning's weight averaging with an exponential moving average that warms up,
+and BatchNorm statistics measured for the averaged weights.
 
 Lightning's ``EMAWeightAveraging`` uses a fixed decay from the first step, so for the first
 ``1 / (1 - decay)`` steps the average is mostly the random initial weights (validation near
 chance for the first epochs, and a trace of them even at the end of a short schedule). Here the
 decay grows as ``min(decay, (1 + n) / (10 + n))`` with ``n`` the updates so far, as in
 TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` and timm's ``ModelEmaV3``.
+
+An average of weights comes with an average of BatchNorm running statistics, which are neither
+those of its own activations nor those of clean clips (training batches are augmented and mixed).
+On fold 1 re-estimating them (``torch.optim.swa_utils.update_bn``, as SWA does) on the training
+clips without augmentation raised validation accuracy for 7 of 8 weight sets (README, "Towards 0.90").
 """
 
 from __future__ import annotations
 
 import torch
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
+from torch.optim.swa_utils import update_bn
 
 
 def warmup_decay(decay: float, updates: int) -> float:
     """The decay of update ``updates + 1``: ``min(decay, (1 + updates) / (10 + updates))``."""
     return min(decay, (1 + updates) / (10 + updates))
+
+
+def recalibrate_batchnorm(module: torch.nn.Module, batches: object) -> None:
+    """Re-estimate ``module``'s BatchNorm running statistics from ``batches`` (inputs, on its
+    device), in fp32 and eagerly (a compiled network would recompile for BatchNorm's cumulative
+    mode); a module without BatchNorm is left as it is."""
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"):
+        update_bn(batches, module)
 
 
 class WarmupEMA(WeightAveraging):
@@ -25,12 +41,17 @@ class WarmupEMA(WeightAveraging):
 
     Args:
         decay: the decay once warmed up; the average spans about ``1 / (1 - decay)`` steps.
+        recalibrate_bn: after the last training batch, before the last validation and
+            checkpoint, re-estimate the averaged weights' BatchNorm statistics on the training
+            clips without augmentation (one forward pass). The checkpoint, the sweep's test and
+            ``classify`` then all use them; the last epoch's ``val/acc`` measures them.
     """
 
-    def __init__(self, decay: float = 0.999) -> None:
+    def __init__(self, decay: float = 0.999, recalibrate_bn: bool = True) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"WarmupEMA: decay must be in (0, 1), got {decay}")
-        self.decay = decay
+        self.decay, self.recalibrate_bn = decay, recalibrate_bn
+        self._recalibrated_at = -1  # the global step of the last recalibration
         super().__init__(multi_avg_fn=self.average)
 
     def average(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
@@ -41,3 +62,20 @@ class WarmupEMA(WeightAveraging):
         else:  # integer buffers (BatchNorm's num_batches_tracked)
             for avg, cur in zip(averaged, current):
                 avg.copy_(avg * (1.0 - weight) + cur * weight)
+
+    def _recalibrate_after_last_batch(self, trainer: Trainer) -> None:
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if (not self.recalibrate_bn or not last_epoch or trainer.sanity_checking or self._average_model is None
+                or self._recalibrated_at == trainer.global_step):
+            return
+        dm, module = trainer.datamodule, self._average_model.module
+        recalibrate_batchnorm(module, dm.clean_batches("train", next(module.parameters()).device))
+        self._recalibrated_at = trainer.global_step
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._recalibrate_after_last_batch(trainer)  # then validated with the averaged weights
+        super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._recalibrate_after_last_batch(trainer)  # without validation: before the checkpoint
