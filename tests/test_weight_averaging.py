@@ -101,3 +101,18 @@ def test_a_fold_resumed_after_training_is_tested_with_the_averaged_weights(tiny_
     again = json.loads(result.read_text())
     assert again["resumed"] and again["epochs"] == 2
     assert (again["confusion_matrix"], again["f1"]) == (first["confusion_matrix"], first["f1"])
+
+
+def test_warmup_ema_trained_from_bare_dataloaders_warns_and_keeps_the_averaged_statistics(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from esc50_lightning.models import CNN, AudioClassifier
+    from esc50_lightning.training.averaging import WarmupEMA
+
+    model = AudioClassifier(net=lambda b, f, c: CNN(b, f, c, channels=(4,)), input_shape=(8, 8), num_classes=2)
+    data = DataLoader(TensorDataset(torch.randn(8, 8, 8), torch.arange(8) % 2), batch_size=4)
+    trainer = L.Trainer(max_epochs=1, callbacks=[WarmupEMA(decay=0.5)], default_root_dir=tmp_path, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.warns(UserWarning, match="recalibrate_bn needs the ESC50DataModule"):
+        trainer.fit(model, data)

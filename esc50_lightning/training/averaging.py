@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.swa_utils import update_bn
 
 
@@ -69,6 +70,9 @@ class WarmupEMA(WeightAveraging):
                 or self._recalibrated_at == trainer.global_step):
             return
         dm, module = trainer.datamodule, self._average_model.module
+        if not hasattr(dm, "clean_batches"):  # trained from bare dataloaders: no clean clips to ask for
+            rank_zero_warn("WarmupEMA: recalibrate_bn needs the ESC50DataModule; BatchNorm statistics left averaged")
+            return
         recalibrate_batchnorm(module, dm.clean_batches("train", next(module.parameters()).device))
         self._recalibrated_at = trainer.global_step
 
