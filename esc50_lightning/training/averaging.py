@@ -10,7 +10,7 @@ TensorFlow's ``ExponentialMovingAverage(num_updates=...)`` and timm's ``ModelEma
 An average of weights comes with an average of BatchNorm running statistics, which are neither
 those of its own activations nor those of clean clips (training batches are augmented and mixed).
 On fold 1 re-estimating them (``torch.optim.swa_utils.update_bn``, as SWA does) on the training
-clips without augmentation raised validation accuracy for 7 of 8 weight sets (README, "Towards 0.90").
+clips without augmentation raised validation accuracy for 7 of 10 weight sets (README, "Towards 0.90").
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def warmup_decay(decay: float, updates: int) -> float:
 def recalibrate_batchnorm(module: torch.nn.Module, batches: object) -> None:
     """Re-estimate ``module``'s BatchNorm running statistics from ``batches`` (inputs, on its
     device), in fp32 and eagerly (a compiled network would recompile for BatchNorm's cumulative
-    mode); a module without BatchNorm is left as it is."""
-    with torch.no_grad(), torch.compiler.set_stance("force_eager"):
+    mode); a module without BatchNorm is left as it is. ``update_bn`` runs without gradients."""
+    with torch.compiler.set_stance("force_eager"):
         update_bn(batches, module)
 
 

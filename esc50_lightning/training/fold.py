@@ -88,12 +88,13 @@ def run_fold(fit_args: list[str], fold: int, fold_dir: Path) -> dict:
     if cli.trainer.interrupted:
         raise KeyboardInterrupt
     writer.epochs = cli.trainer.current_epoch
-    if not timer.time_elapsed("train") and last.exists():  # ddp_spawn trained in other processes
-        state = torch.load(last, weights_only=False)
-        timer.load_state_dict(state["callbacks"][timer.state_key])
-        writer.epochs = state["epoch"] + 1
-    if last.exists():  # test what the checkpoint holds (averaged weights too, after a resume that trained nothing)
-        cli.model.load_state_dict(torch.load(last, map_location="cpu", weights_only=False)["state_dict"])
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        # test what the checkpoint holds: averaged weights too, after a resume that trained nothing
+        cli.model.load_state_dict(state["state_dict"])
+        if not timer.time_elapsed("train"):  # ddp_spawn trained in other processes
+            timer.load_state_dict(state["callbacks"][timer.state_key])
+            writer.epochs = state["epoch"] + 1
     dm.load_all()  # in this process (ddp_spawn trained in others)
     writer.dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(dm.meta)}
     cli.trainer.test(cli.model, datamodule=dm, verbose=False)
