@@ -55,13 +55,17 @@ def sweep_result(accuracy, seconds, machines):
 
 
 def test_budget_figure_places_each_sweep_and_names_its_hardware(tmp_path):
-    from esc50_lightning.figures.budget import budget_figure, hardware_kind
+    from esc50_lightning.figures.budget import budget_figure, hardware_kind, sweep_label
 
     gpu = [{"device": "cuda:0 (NVIDIA H100)", "cpu_native_bf16": False}]
     native, emulated = [{"device": "cpu", "cpu_native_bf16": True}], [{"device": "cpu", "cpu_native_bf16": False}]
     old = [{"cpu_kind": "recorded before ...; so its bf16 was native (AVX-512 BF16 or AMX)"}]
     kinds = [hardware_kind(sweep_result(0.5, 1, m)) for m in (gpu, native, emulated, old, [])]
     assert kinds == ["GPU", "CPU, native bf16", "CPU, bf16 emulated", "CPU, native bf16", "machine not recorded"]
+    auto = sweep_result(0.5, 1, [{"device": "cpu", "auto_precision": "32-true"}])
+    auto["config"]["trainer"]["precision"] = "auto"
+    assert sweep_label(auto, "fast") == "fast: 80 epochs, auto: 32-true"
+    assert sweep_label(sweep_result(0.5, 1, native), "cnn") == "cnn: 80 epochs, 32-true"
     fig = budget_figure({"fast": sweep_result(0.8, 1800, native), "long": sweep_result(0.9, 7200, emulated)})
     data_lines = [bar.lines[0] for bar in fig.axes[0].containers]  # each errorbar's marker line
     points = [(line.get_xdata()[0], line.get_ydata()[0]) for line in data_lines]

@@ -26,9 +26,14 @@ def hardware_kind(result: dict) -> str:
 
 
 def sweep_label(result: dict, name: str) -> str:
-    """``name``, its epochs and precision, e.g. ``cnn: 160 epochs, bf16-mixed``."""
+    """``name``, its epochs and precision, e.g. ``cnn: 160 epochs, bf16-mixed``; ``auto`` is shown
+    as what it resolved to on the sweep's machines (``auto_precision``), e.g. ``auto: 32-true``."""
     trainer = result.get("config", {}).get("trainer", {})
-    return f"{name}: {trainer.get('max_epochs', '?')} epochs, {trainer.get('precision', '?')}"
+    precision = trainer.get("precision", "?")
+    resolved = sorted({m["auto_precision"] for m in result.get("machines") or [] if "auto_precision" in m})
+    if precision == "auto" and resolved:
+        precision = f"auto: {' / '.join(resolved)}"
+    return f"{name}: {trainer.get('max_epochs', '?')} epochs, {precision}"
 
 
 def budget_figure(results: dict[str, dict], title: str = "Accuracy for the training time spent") -> Figure:
