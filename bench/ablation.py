@@ -38,6 +38,9 @@ VARIANTS = {
     "ema": EMA,
     "wema_residual": [*WARMUP_EMA, "--model.net.init_args.residual=true"],
     "wema_hop640": [*WARMUP_EMA, "--data.hop_length=640", "--data.augment.time_width=12"],  # half the frames
+    # the same epochs in twice the optimizer steps (batch 16): more updates for the same FLOPs
+    "wema_hop640_batch16": [*WARMUP_EMA, "--data.hop_length=640", "--data.augment.time_width=12",
+                            "--data.batch_size=16"],
     # self-distillation: the plain CNN taught by the residual CNN trained as above, same fold,
     # same length ({epochs}), averaged weights (run wema_residual first)
     "wema_distill_residual": [*WARMUP_EMA, "--model.teachers+=lightning_logs/bench/cnn/{epochs}ep/wema_residual/"
