@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, LogLocator  # noqa: E402
 
 MARKERS = {"GPU": "s", "CPU, native bf16": "o", "CPU, bf16 emulated": "^", "machine not recorded": "x"}
 
@@ -52,6 +52,8 @@ def budget_figure(results: dict[str, dict], title: str = "Accuracy for the train
         ax.annotate(f"{run['mean']['accuracy']:.4f}", (hours, run["mean"]["accuracy"]),
                     textcoords="offset points", xytext=(6, -12), fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.1)  # room for the last point's label
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # 0.2, 0.5, 2, 5: every minor tick labelled, none crowded
     for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
         axis(FormatStrFormatter("%g"))  # 0.2, 0.5, 2: hours, not powers of ten
     ax.set_xlabel(f"training hours, all {len(run['folds'])} folds (log scale)")
