@@ -89,7 +89,7 @@ def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeyp
     assert json.loads(out.read_text())["runs"] == result["runs"]
 
 
-def test_sweep_resumes_interrupted_fold(tiny_root, tmp_path, monkeypatch):
+def test_sweep_resumes_interrupted_fold_and_reports_status(tiny_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     base = ["sweep", *fast_args(tiny_root, tmp_path / "cache", epochs=1), "--folds", "1"]
     main(base)
@@ -98,10 +98,19 @@ def test_sweep_resumes_interrupted_fold(tiny_root, tmp_path, monkeypatch):
     import torch
 
     saved = torch.load(fold / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["Timer"]
+    capsys.readouterr()
+    main([*base, "--folds", "1", "2", "--status"])  # reports and trains nothing
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("sweep conv1d: fold 1: 1 of 1 epochs trained (") and "resumes from" in lines[0]
+    assert lines[1] == "sweep conv1d: fold 2: not started"
+    assert not (fold.parent / "fold2").exists()
     main([*base, "--trainer.max_epochs=2"])
     result = json.loads((fold / "result.json").read_text())
     assert result["epochs"] == 2 and result["resumed"]
     assert result["train_seconds"] >= round(saved["time_elapsed"]["train"], 1)  # the first part counts too
+    capsys.readouterr()
+    main([*base, "--status"])
+    assert capsys.readouterr().out.startswith(f"sweep conv1d: fold 1: done: test accuracy {result['accuracy']:.4f}")
 
 
 def run_cli(*args, cwd):

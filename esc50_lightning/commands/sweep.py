@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.results import summarize_run, write_results
 from esc50_lightning.training import executors
-from esc50_lightning.training.fold import counted_accuracy, result_path
+from esc50_lightning.training.fold import counted_accuracy, fold_status, result_path
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -38,6 +38,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="ray: every fold a Ray task (cluster at RAY_ADDRESS, else a local one)")
     parser.add_argument("--ray_cpus_per_fold", type=float, help="default: the cluster's CPUs shared by the folds")
     parser.add_argument("--ray_gpus_per_fold", type=float, help="default: 1 when the cluster has GPUs, else 0")
+    parser.add_argument("--status", action="store_true",
+                        help="print where each fold stands (done, interrupted at epoch N, not started) and exit")
     args, rest = parser.parse_known_args(argv)
     bad = [f for f in args.folds if f not in range(1, 6)]
     if bad:
@@ -81,6 +83,10 @@ def main(argv: list[str]) -> None:
     args, rest = parse(argv)
     name = args.name or config_name(rest)
     sweep_dir = Path(args.sweep_dir or Path("lightning_logs") / "sweeps" / name)
+    if args.status:
+        for fold in args.folds:
+            print(f"sweep {name}: fold {fold}: {fold_status(sweep_dir / f'fold{fold}')}")
+        return
     todo = [fold for fold in args.folds if not result_path(sweep_dir / f"fold{fold}").exists()]
     for fold in sorted(set(args.folds) - set(todo)):
         if rank_zero_only.rank == 0:

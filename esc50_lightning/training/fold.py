@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
 
@@ -30,6 +31,31 @@ def counted_accuracy(confusion: list[list[int]]) -> float:
 
 def result_path(fold_dir: Path) -> Path:
     return Path(fold_dir) / "result.json"
+
+
+def fold_status(fold_dir: Path) -> str:
+    """One line on where a fold stands: tested (its accuracy), part-trained (epochs so far, from
+    ``last.ckpt``, where a new run resumes), or not started."""
+    fold_dir = Path(fold_dir)
+    if result_path(fold_dir).exists():
+        result = json.loads(result_path(fold_dir).read_text())
+        return (f"done: test accuracy {result['accuracy']:.4f} after {result['epochs']} epochs, "
+                f"{result['train_seconds']:,.1f} s of training")
+    last = fold_dir / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        return "not started"
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+        epochs, timer = state["epoch"] + 1, state.get("callbacks", {}).get("Timer", {})
+    except Exception as err:  # noqa: BLE001 - a status line, not a traceback
+        return f"{last}: not a readable checkpoint ({type(err).__name__}); the next run cannot resume from it"
+    target = ""
+    if (fold_dir / "config.yaml").exists():
+        max_epochs = (yaml.safe_load((fold_dir / "config.yaml").read_text()) or {}).get("trainer", {}).get("max_epochs")
+        target = f" of {max_epochs}" if max_epochs else ""
+    seconds = timer.get("time_elapsed", {}).get("train", 0.0)
+    return (f"{epochs}{target} epochs trained ({seconds:,.1f} s), not tested yet (running, or stopped: "
+            f"a new run resumes from {last})")
 
 
 class WriteFoldResult(Callback):
