@@ -39,7 +39,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--ray_cpus_per_fold", type=float, help="default: the cluster's CPUs shared by the folds")
     parser.add_argument("--ray_gpus_per_fold", type=float, help="default: 1 when the cluster has GPUs, else 0")
     parser.add_argument("--status", action="store_true",
-                        help="print where each fold stands (done, interrupted at epoch N, not started) and exit")
+                        help="print where each fold stands (tested, epochs trained so far, not started); train nothing")
     args, rest = parser.parse_known_args(argv)
     bad = [f for f in args.folds if f not in range(1, 6)]
     if bad:
