@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from esc50_lightning.hardware import machine_info
+from esc50_lightning.hardware import KEEP_FREED_MEMORY_ENV, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -43,7 +43,10 @@ def write(name: str, figures: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
-    doc = {"benchmark": name, "command": f"ESC50_ROOT={os.environ.get('ESC50_ROOT', '')} {command}",
+    env = f"ESC50_ROOT={os.environ.get('ESC50_ROOT', '')}"
+    if KEEP_FREED_MEMORY_ENV in os.environ:  # the allocator policy, when the run set it
+        env += f" {KEEP_FREED_MEMORY_ENV}={os.environ[KEEP_FREED_MEMORY_ENV]}"
+    doc = {"benchmark": name, "command": f"{env} {command}",
            "machine": machine(), "date": time.strftime("%Y-%m-%d"), **figures}
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path

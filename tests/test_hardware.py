@@ -78,3 +78,28 @@ def test_layout_and_compile_switches(monkeypatch):
     monkeypatch.setattr(hardware.shutil, "which", lambda name: "/usr/bin/g++")
     assert resolve_switch("compile", "auto", "cpu") is True
     assert resolve_switch("compile", False, "cuda") is False and resolve_switch("channels_last", True, "mps") is True
+
+
+REALLOCATE = """
+import resource, torch
+from esc50_lightning.hardware import keep_freed_memory
+applied = keep_freed_memory()
+torch.ones(16 << 20)  # 64 MiB, freed at once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+block = torch.ones(16 << 20)  # the same size again: fresh pages, or the freed ones
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(hardware.platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.parametrize("env", ["1", "0"])
+def test_freed_tensor_memory_is_reused_without_page_faults(env, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv(hardware.KEEP_FREED_MEMORY_ENV, env)
+    out = subprocess.run([sys.executable, "-c", REALLOCATE], capture_output=True, text=True, check=True).stdout
+    applied, faults = out.split()
+    assert applied == str(env == "1")
+    if env == "1":  # 64 MiB is 16,384 pages of 4 KiB: reused, almost none fault in again
+        assert int(faults) < 1000

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.trainer.connectors.accelerator_connector import _PRECISION_INPUT
 from lightning.pytorch.utilities import rank_zero_only
 
-from esc50_lightning.hardware import AUTO, detect, resolve_precision
+from esc50_lightning.hardware import AUTO, detect, keep_freed_memory, resolve_precision
 
 
 def compatible_callbacks(
@@ -37,6 +37,7 @@ class ESC50Trainer(L.Trainer):
     """``lightning.Trainer`` whose ``precision`` defaults to ``auto``: the hardware policy
     (``esc50_lightning.hardware``) picks ``bf16-mixed``, ``16-mixed`` or ``32-true`` for the
     device it trains on and says so in one log line. An explicit precision is used as given.
+    It also sets the process's allocator policy (``hardware.keep_freed_memory``).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class ESC50Trainer(L.Trainer):
         **kwargs: Any,
     ) -> None:
         hardware = detect(accelerator if isinstance(accelerator, str) else AUTO)
+        keep_freed_memory()  # before the first batch allocates (hardware.py)
         super().__init__(
             accelerator=accelerator,
             precision=resolve_precision(precision, hardware, announce=rank_zero_only.rank == 0),
