@@ -153,7 +153,7 @@ _freed_memory_kept = False  # whether keep_freed_memory applied in this process
 def keep_freed_memory() -> bool:
     """Make glibc's malloc serve large blocks from its heap and keep what is freed there
     (``mallopt``: no ``mmap`` for large blocks, heap trimmed only beyond 1 GiB free), so tensors
-    freed in one training step are reused by the next instead of being unmapped and faulted in
+    freed in one training step are reused by later ones instead of being unmapped and faulted in
     again. Process-wide and idempotent; the process's memory stays near its peak. Returns whether
     it applies: glibc (Linux), and ``ESC50_KEEP_FREED_MEMORY`` not ``0``."""
     if os.environ.get(KEEP_FREED_MEMORY_ENV, "1") == "0" or platform.libc_ver()[0] != "glibc":
