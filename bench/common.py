@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from esc50_lightning.hardware import KEEP_FREED_MEMORY_ENV, machine_info
+from esc50_lightning.hardware import KEEP_FREED_MEMORY_ENV, cpu_steal_share, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,7 +47,9 @@ def write(name: str, figures: dict) -> Path:
     if KEEP_FREED_MEMORY_ENV in os.environ:  # the allocator policy, when the run set it
         env += f" {KEEP_FREED_MEMORY_ENV}={os.environ[KEEP_FREED_MEMORY_ENV]}"
     doc = {"benchmark": name, "command": f"{env} {command}",
-           "machine": machine(), "date": time.strftime("%Y-%m-%d"), **figures}
+           "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+           "cpu_steal_share": cpu_steal_share(),  # CPU time the hypervisor gave other guests meanwhile
+           **figures}
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 

@@ -167,6 +167,33 @@ def keep_freed_memory() -> bool:
     return _freed_memory_kept
 
 
+def parse_cpu_times(proc_stat: str) -> tuple[int, int]:
+    """(stolen, total) CPU time in ticks from the ``cpu`` line of Linux's ``/proc/stat``: user,
+    nice, system, idle, iowait, irq, softirq, steal (guest time is counted within user)."""
+    ticks = [int(v) for v in proc_stat.split("\n", 1)[0].split()[1:9]]
+    return ticks[7] if len(ticks) == 8 else 0, sum(ticks)
+
+
+def cpu_times() -> tuple[int, int] | None:
+    try:
+        return parse_cpu_times(Path("/proc/stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None  # not Linux
+
+
+_CPU_TIMES_AT_START = cpu_times()
+
+
+def cpu_steal_share(since: tuple[int, int] | None = _CPU_TIMES_AT_START) -> float | None:
+    """Share of the machine's CPU time the hypervisor gave to other guests since ``since`` (by
+    default since this module was imported, i.e. this run): on a shared host, timings stretch by up
+    to 1 / (1 - share), so every timed result reports it. None off Linux."""
+    now = cpu_times()
+    if since is None or now is None or now[1] <= since[1]:
+        return None
+    return round((now[0] - since[0]) / (now[1] - since[1]), 3)
+
+
 def machine_info() -> dict:
     """What a benchmark result says about the machine it ran on."""
     hw = detect()

@@ -106,3 +106,12 @@ def test_freed_tensor_memory_is_reused_without_page_faults(env, monkeypatch):
     assert applied == str(env == "1")
     if env == "1":  # 8 x 64 MiB is 131,072 pages of 4 KiB: reused, almost none fault in again
         assert int(faults) < 1000
+
+
+def test_cpu_steal_share_reads_proc_stat_ticks(monkeypatch):
+    start = hardware.parse_cpu_times("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert start == (40, 1000)  # user nice system idle iowait irq softirq steal; guest is within user
+    assert hardware.parse_cpu_times("cpu  100 0 50 800 10 0 0\n") == (0, 960)  # kernels before steal
+    monkeypatch.setattr(hardware, "cpu_times", lambda: (540, 2000))
+    assert hardware.cpu_steal_share(start) == 0.5  # half of the last 1,000 ticks went to other guests
+    assert hardware.cpu_steal_share(None) is None

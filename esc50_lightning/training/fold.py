@@ -18,7 +18,7 @@ import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
 
-from esc50_lightning.hardware import machine_info
+from esc50_lightning.hardware import cpu_steal_share, machine_info
 from esc50_lightning.results import write_json_atomic
 
 
@@ -60,7 +60,8 @@ def fold_status(fold_dir: Path) -> str:
 
 class WriteFoldResult(Callback):
     """After testing, rank 0 writes the fold's ``result.json`` (metrics, confusion matrix,
-    training time from ``timer``, the resolved config, the machine: CPU model and flags, device)."""
+    training time from ``timer``, the resolved config, the machine: CPU model and flags, device, and the
+    share of CPU time a shared host's other guests took meanwhile)."""
 
     def __init__(self, fold: int, fold_dir: Path, timer: Timer, resumed: bool, config: dict) -> None:
         self.fold, self.fold_dir, self.timer, self.resumed, self.config = fold, Path(fold_dir), timer, resumed, config
@@ -81,6 +82,7 @@ class WriteFoldResult(Callback):
             "devices": trainer.world_size,
             "precision_used": str(trainer.precision),
             "machine": machine_info(),
+            "cpu_steal_share": cpu_steal_share(),  # during this process's run (the last one, if resumed)
             "confusion_matrix": confusion,
             "class_names": list(trainer.datamodule.class_names),
             "config": self.config,
