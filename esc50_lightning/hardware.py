@@ -177,7 +177,7 @@ def parse_cpu_times(proc_stat: str) -> tuple[int, int]:
 def cpu_times() -> tuple[int, int] | None:
     try:
         return parse_cpu_times(Path("/proc/stat").read_text())
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return None  # not Linux
 
 

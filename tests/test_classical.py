@@ -74,6 +74,7 @@ def test_json_table_and_resume(tiny_root, tmp_path, monkeypatch):
     main(classical_args(tiny_root, tmp_path / "cache", results))
     doc = json.loads(results.read_text())
     assert doc["kind"] == "classical" and doc["dataset"]["clips"] == 40
+    assert doc["cpu_steal_share"] is None or 0 <= doc["cpu_steal_share"] <= 1  # timed, so it says the host's steal
     names = [r["name"] for r in doc["runs"]]
     assert "log_mel|mean|svm|C=1.0|norm=True" in names and "linear|meanstd|rf|norm=False" in names
     assert len(names) == 2 * 2 * 4 * 2

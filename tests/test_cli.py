@@ -73,8 +73,8 @@ def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeyp
     assert result["config"]["data"]["feature"] == "log_mel"
     (machine,) = result["machines"]  # both folds trained here: one machine, with its CPU flags
     assert {"cpu", "cpu_flags", "cpu_native_bf16", "device"} <= machine.keys()
-    steal = json.loads((tmp_path / "lightning_logs" / "sweeps" / "conv1d" / "fold1" / "result.json").read_text())
-    assert steal["cpu_steal_share"] is None or 0 <= steal["cpu_steal_share"] <= 1  # None off Linux
+    fold_result = json.loads((tmp_path / "lightning_logs" / "sweeps" / "conv1d" / "fold1" / "result.json").read_text())
+    assert fold_result["cpu_steal_share"] is None or 0 <= fold_result["cpu_steal_share"] <= 1  # None off Linux
     assert sum(map(sum, result["confusion_matrix"])) == 16  # 2 test folds x 8 clips
     correct = sum(result["confusion_matrix"][i][i] for i in range(50))
     assert run["mean"]["accuracy"] == correct / 16  # exact counts, folds of equal size

@@ -20,7 +20,7 @@ from esc50_lightning.classical import make_pipeline, official_folds_cv
 from esc50_lightning.classical.models import MODELS, USES_C
 from esc50_lightning.data import ESC50DataModule
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.hardware import machine_info
+from esc50_lightning.hardware import cpu_steal_share, machine_info
 from esc50_lightning.results import summarize_run, write_results
 
 TRAINING_ONLY = {"fold", "batch_size", "val_strategy", "val_fraction", "augment", "num_workers", "seed"}
@@ -124,7 +124,8 @@ def main(argv: list[str]) -> None:
                 bar.advance(task)
     dm.load_all()  # cheap (cached); also when every row was already done
     dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(dm.meta)}
-    extra = {"wall_seconds": round(time.perf_counter() - start, 1), "machines": [machine_info()]}
+    extra = {"wall_seconds": round(time.perf_counter() - start, 1), "machines": [machine_info()],
+             "cpu_steal_share": cpu_steal_share()}
     table = write_results(results, "classical", config, dataset, runs, extra)
     print(table)
     print(f"classical: {len(runs)} rows in {extra['wall_seconds']} s; results in {results} and "
