@@ -1,0 +1,52 @@
+"""The README quotes the committed result files, not numbers typed by hand that drift from them.
+
+Reads only files of this repository (``README.md``, ``bench/results/``, ``bench/sweeps/``): when a
+sweep is re-run or a fold lands, the README's tables must follow, or this fails.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+SWEEPS = sorted((REPO / "bench" / "results").glob("sweep_*.json"))
+PER_FOLD_TABLES = ("cnn_fast", "cnn_320")  # sweeps whose README section has a row per fold
+FOLD_RESULTS = sorted(path for name in PER_FOLD_TABLES
+                      for path in (REPO / "bench" / "sweeps" / name).glob("fold*/result.json"))
+
+
+def mean_and_std(run: dict) -> str:
+    """How every results table writes an accuracy: ``0.8625 ± 0.0170``."""
+    return f"{run['mean']['accuracy']:.4f} ± {run['std']['accuracy']:.4f}"
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_readme_quotes_each_sweep_mean(path: Path) -> None:
+    if path.name not in README:
+        pytest.skip(f"{path.name} is not cited in the README")
+    for run in json.loads(path.read_text())["runs"]:
+        assert mean_and_std(run) in README, f"README does not quote {path.name}'s {mean_and_std(run)}"
+
+
+def test_readme_quotes_the_best_classical_row() -> None:
+    runs = json.loads((REPO / "bench" / "results" / "classical.json").read_text())["runs"]
+    best = max(runs, key=lambda run: run["mean"]["accuracy"])
+    assert mean_and_std(best) in README
+    assert best["name"].replace("|", "\\|") in README
+
+
+@pytest.mark.parametrize("path", FOLD_RESULTS, ids=lambda p: f"{p.parent.parent.name}-{p.parent.name}")
+def test_readme_per_fold_row_matches_result(path: Path) -> None:
+    """Per-fold tables (fold | last validation | test | F1 | training s), each the first table after
+    the README names the sweep's folder: every landed fold's test accuracy, F1 and seconds."""
+    result = json.loads(path.read_text())
+    section = README[README.index(f"`bench/sweeps/{path.parent.parent.name}/`"):]
+    row = re.search(rf"^\| {result['fold']} \| [^|]* \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", section, re.MULTILINE)
+    assert row, f"README has no per-fold row for {path.relative_to(REPO)}"
+    accuracy, f1, seconds = (cell.strip() for cell in row.groups())
+    assert float(accuracy) == pytest.approx(result["accuracy"], abs=5e-5)
+    assert float(f1) == pytest.approx(result["f1"], abs=5e-6)
+    assert float(seconds.replace(",", "")) == result["train_seconds"]
