@@ -45,6 +45,9 @@ VARIANTS = {
     # same length ({epochs}), averaged weights (run wema_residual first)
     "wema_distill_residual": [*WARMUP_EMA, "--model.teachers+=lightning_logs/bench/cnn/{epochs}ep/wema_residual/"
                               "fold{fold}/checkpoints/last.ckpt"],
+    # the plain CNN taught by the 320-epoch sweep's model of the same fold (bench/sweeps/cnn_320;
+    # its checkpoints are not committed: train that fold first)
+    "wema_distill_cnn320": [*WARMUP_EMA, "--model.teachers+=bench/sweeps/cnn_320/fold{fold}/checkpoints/last.ckpt"],
 }
 
 
