@@ -36,6 +36,7 @@ VARIANTS = {
     # trajectory stay in the checkpoint and are evaluated too. An EMA changes nothing in training,
     # so the other levers carry one: their raw weights are the lever alone.
     "ema": EMA,
+    "wema": WARMUP_EMA,  # the plain CNN with WarmupEMA 0.99: the undistilled half of a distillation pair
     "wema_residual": [*WARMUP_EMA, "--model.net.init_args.residual=true"],
     "wema_hop640": [*WARMUP_EMA, "--data.hop_length=640", "--data.augment.time_width=12"],  # half the frames
     # the same epochs in twice the optimizer steps (batch 16): more updates for the same FLOPs
