@@ -38,6 +38,7 @@ VARIANTS = {
     "ema": EMA,
     "wema": WARMUP_EMA,  # the plain CNN with WarmupEMA 0.99: the undistilled half of a distillation pair
     "wema_residual": [*WARMUP_EMA, "--model.net.init_args.residual=true"],
+    "wema_freq_aware": [*WARMUP_EMA, "--model.net.init_args.freq_aware=true"],  # per-band norm + band position
     "wema_hop640": [*WARMUP_EMA, "--data.hop_length=640", "--data.augment.time_width=12"],  # half the frames
     # the same epochs in twice the optimizer steps (batch 16): more updates for the same FLOPs
     "wema_hop640_batch16": [*WARMUP_EMA, "--data.hop_length=640", "--data.augment.time_width=12",

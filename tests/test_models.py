@@ -13,7 +13,11 @@ def residual_cnn(*args, **kwargs) -> CNN:
     return CNN(*args, residual=True, **kwargs)
 
 
-@pytest.mark.parametrize("net_class", [MLP, Conv1D, CNN, residual_cnn])
+def freq_aware_cnn(*args, **kwargs) -> CNN:
+    return CNN(*args, freq_aware=True, **kwargs)
+
+
+@pytest.mark.parametrize("net_class", [MLP, Conv1D, CNN, residual_cnn, freq_aware_cnn])
 @pytest.mark.parametrize("shape", [(64, 50), (40, 173)])
 def test_nets_map_any_spectrogram_shape_to_logits(net_class, shape) -> None:
     net = net_class(*shape, num_classes=7).eval()
@@ -43,10 +47,11 @@ def test_residual_block_adds_its_input_back() -> None:
     assert "features.1.shortcut.0.weight" in CNN(16, 20, 3, channels=(4, 8), residual=True).state_dict()
 
 
-def test_residual_cnn_channels_last_computes_the_same_function() -> None:
+@pytest.mark.parametrize("variant", [residual_cnn, freq_aware_cnn])
+def test_cnn_variants_channels_last_compute_the_same_function(variant) -> None:
     torch.manual_seed(0)
-    plain = residual_cnn(32, 40, 5, channels=(8, 16)).eval()
-    nhwc = residual_cnn(32, 40, 5, channels=(8, 16), channels_last=True).eval()
+    plain = variant(32, 40, 5, channels=(8, 16)).eval()
+    nhwc = variant(32, 40, 5, channels=(8, 16), channels_last=True).eval()
     nhwc.load_state_dict(plain.state_dict())
     x = torch.randn(4, 32, 40)
     torch.testing.assert_close(nhwc(x), plain(x), atol=1e-5, rtol=1e-4)
@@ -74,3 +79,17 @@ def test_compiled_network_keeps_checkpoint_keys_and_function() -> None:
     x = torch.randn(2, 8, 12)
     torch.testing.assert_close(compiled(x), plain(x), atol=1e-5, rtol=1e-4)
     torch._dynamo.reset()  # forget this toy shape: later tests compile the CNN at their own shapes
+
+
+def test_freq_aware_cnn_normalises_each_band_and_sees_its_position() -> None:
+    """Each band's own loudness and spread are taken out (the plain CNN's single input BatchNorm
+    cannot do that), and the band's position enters as a second channel, outside the checkpoint."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 16, 20)
+    gain, offset = torch.linspace(0.5, 3, 16).view(1, 16, 1), torch.linspace(-20, 5, 16).view(1, 16, 1)
+    aware, plain = freq_aware_cnn(16, 20, 5, channels=(4, 8), dropout=0.0), CNN(16, 20, 5, channels=(4, 8), dropout=0.0)
+    torch.testing.assert_close(aware(x * gain + offset), aware(x), atol=1e-4, rtol=1e-3)  # train mode: batch statistics
+    assert not torch.allclose(plain(x * gain + offset), plain(x), atol=1e-2)
+    assert aware.features[0].weight.shape == (4, 2, 3, 3)  # bands and their position
+    assert aware.band_position.flatten().tolist() == pytest.approx(torch.linspace(-1, 1, 16).tolist())
+    assert not any("band_position" in key for key in aware.state_dict())

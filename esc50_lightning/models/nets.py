@@ -84,6 +84,10 @@ class CNN(nn.Module):
 
     ``residual`` adds a shortcut around each block's two convolutions (``ResidualBlock``; a 1x1
     projection where the width changes: 3.07% more FLOPs at 64 x 251, hop 320 at 16 kHz).
+    ``freq_aware`` makes the input frequency-aware: each band gets its own BatchNorm statistics
+    (low bands are far louder than high ones) and a second input channel holds the band's position,
+    -1 (lowest) to 1 (highest), as in Koutini et al.'s frequency-aware CNNs, so that filters shared
+    across frequency can still tell where they are (the head averages frequency away).
     ``channels_last`` stores weights and activations as NHWC, the layout oneDNN (CPUs) and cuDNN
     tensor cores prefer;
     ``AudioClassifier`` sets it for the hardware (``set_channels_last``).
@@ -93,11 +97,16 @@ class CNN(nn.Module):
     def __init__(
         self, n_bins: int, n_frames: int, num_classes: int,
         channels: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3, residual: bool = False,
-        channels_last: bool = False,
+        channels_last: bool = False, freq_aware: bool = False,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.BatchNorm2d(1)]
-        c_in = 1
+        self.freq_aware = freq_aware
+        if freq_aware:
+            self.band_norm = nn.BatchNorm1d(n_bins)
+            self.register_buffer("band_position", torch.linspace(-1, 1, n_bins).view(1, 1, n_bins, 1),
+                                 persistent=False)
+        layers: list[nn.Module] = [] if freq_aware else [nn.BatchNorm2d(1)]
+        c_in = 2 if freq_aware else 1
         for c in channels:
             if residual:
                 layers.append(ResidualBlock(c_in, c))
@@ -115,6 +124,12 @@ class CNN(nn.Module):
         self.features.to(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(1).contiguous(memory_format=self.memory_format)
+        if self.freq_aware:
+            x = self.band_norm(x).unsqueeze(1)
+            position = self.band_position.to(x.dtype).expand(x.shape[0], 1, -1, x.shape[-1])
+            x = torch.cat([x, position], dim=1)
+        else:
+            x = x.unsqueeze(1)
+        x = x.contiguous(memory_format=self.memory_format)
         h = self.features(x).mean(2)  # (batch, channels, frames)
         return self.head(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
