@@ -54,6 +54,30 @@ def write(name: str, figures: dict) -> Path:
     return path
 
 
+def load_fold_model(ckpt_path: Path, cache: dict | None = None) -> tuple:
+    """``(model, data)``: a checkpoint's classifier in eval mode and its datamodule set up for testing
+    on the real data, holding the normaliser the checkpoint was tested with. Pass the same ``cache``
+    dict for several checkpoints: runs with the same feature settings share one datamodule (its
+    normaliser is reloaded here, so use ``data`` before loading the next checkpoint)."""
+    import torch
+
+    from esc50_lightning.data.datamodule import ESC50DataModule
+    from esc50_lightning.models.classifier import AudioClassifier
+
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model = AudioClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
+    settings = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items()
+                if not k.startswith("_") and k != "augment"}  # Lightning's bookkeeping; training only
+    key = json.dumps(settings, sort_keys=True, default=str)
+    cache = {} if cache is None else cache
+    if key not in cache:
+        cache[key] = ESC50DataModule(**{**settings, "root": str(data_root())})
+        cache[key].setup("test")
+    data = cache[key]
+    data.load_state_dict(ckpt["ESC50DataModule"])
+    return model, data
+
+
 def one_fold_run(config: str, fold: int, epochs: int, variant: str = "full", overrides: tuple[str, ...] = ()) -> Path:
     """Train ``config`` on ``fold`` for ``epochs`` (a one-fold ``sweep``) and return the fold folder.
 

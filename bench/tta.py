@@ -22,10 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_root, write  # noqa: E402
-
-from esc50_lightning.data.datamodule import ESC50DataModule  # noqa: E402
-from esc50_lightning.models.classifier import AudioClassifier  # noqa: E402
+from common import load_fold_model, write  # noqa: E402
 
 
 @torch.no_grad()
@@ -38,15 +35,10 @@ def shifted_probabilities(net: torch.nn.Module, x: torch.Tensor, shifts: int) ->
 
 def evaluate(fold_dir: Path, shifts: list[int], batch: int = 64) -> dict:
     ckpt_path = fold_dir / "checkpoints" / "last.ckpt"
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model = AudioClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
-    settings = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items()
-                if not k.startswith("_") and k != "augment"}  # Lightning's bookkeeping; training only
-    data = ESC50DataModule(**{**settings, "root": str(data_root())})
-    data.setup("test")
-    data.load_state_dict(ckpt["ESC50DataModule"])  # the normaliser the fold was tested with
+    model, data = load_fold_model(ckpt_path)
+    epoch = torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"]
     most = max(shifts)
-    out: dict = {"fold_dir": str(fold_dir), "fold": data.fold, "epoch": ckpt["epoch"]}
+    out: dict = {"fold_dir": str(fold_dir), "fold": data.fold, "epoch": epoch}
     for part in ("val", "test"):
         index = torch.as_tensor(data.index[part])
         targets = data.targets[index]

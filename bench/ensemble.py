@@ -1,0 +1,86 @@
+"""Ensembles of finished runs of one fold, without retraining: is K shorter runs' mean better than
+one long run for the same epochs?
+
+Every checkpoint (trained with the same test fold and validation split) classifies the validation
+split and the test fold once; every subset of two or more is then scored by its members' mean
+class probabilities. Each row lists the epochs its members cost together. Choose on the
+validation split; the test fold only reports.
+
+    ESC50_ROOT=/tmp/ESC-50-16k python bench/ensemble.py \\
+        bench/sweeps/cnn_320/fold1/checkpoints/last.ckpt \\
+        lightning_logs/bench/cnn/80ep/{wema,wema_freq_aware,wema_distill_cnn320}/fold1/checkpoints/last.ckpt \\
+        --name ensemble_cnn_fold1
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_fold_model, write  # noqa: E402
+
+PARTS = ("val", "test")
+
+
+@torch.no_grad()
+def probabilities(ckpt_path: Path, cache: dict, batch: int = 64) -> tuple[dict, dict]:
+    """The checkpoint's class probabilities ``{part: (clips, classes)}`` and facts about the run."""
+    model, data = load_fold_model(ckpt_path, cache)
+    probs, targets = {}, {}
+    for part in PARTS:
+        index = torch.as_tensor(data.index[part])
+        targets[part] = data.targets[index]
+        probs[part] = torch.cat([model.net(data.model_inputs(data.inputs[index[i:i + batch]])).float().softmax(-1)
+                                 for i in range(0, len(index), batch)])
+    epochs = torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"] + 1
+    run = {"checkpoint": str(ckpt_path), "fold": data.fold, "epochs": epochs,
+           "val_clips": [int(i) for i in data.index["val"]]}
+    return probs, {**run, "targets": targets}
+
+
+def score(probs: dict, targets: dict) -> dict:
+    return {part: {"accuracy": (probs[part].argmax(1) == targets[part]).float().mean().item(),
+                   "loss": F.nll_loss(probs[part].clamp_min(1e-12).log(), targets[part]).item()} for part in PARTS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="finished runs' last.ckpt, all of one fold")
+    parser.add_argument("--name", default="ensemble", help="result file: bench/results/<name>.json")
+    args = parser.parse_args()
+    if len(args.checkpoints) < 2:
+        sys.exit("an ensemble needs at least two checkpoints")
+    if missing := [str(p) for p in args.checkpoints if not p.is_file()]:
+        sys.exit(f"no such checkpoint: {', '.join(missing)}")
+    torch.set_grad_enabled(False)
+    start = time.perf_counter()
+    cache: dict = {}
+    runs = [probabilities(path, cache) for path in args.checkpoints]
+    first = runs[0][1]
+    for _, run in runs[1:]:
+        if (run["fold"], run["val_clips"]) != (first["fold"], first["val_clips"]):
+            sys.exit(f"{run['checkpoint']}: another test fold or validation split than {first['checkpoint']}")
+    targets = first["targets"]
+    rows = []
+    for size in range(1, len(runs) + 1):
+        for members in itertools.combinations(range(len(runs)), size):
+            mean = {part: torch.stack([runs[m][0][part] for m in members]).mean(0) for part in PARTS}
+            rows.append({"members": [str(args.checkpoints[m]) for m in members],
+                         "epochs": sum(runs[m][1]["epochs"] for m in members), **score(mean, targets)})
+            print(f"{len(members)} runs, {rows[-1]['epochs']:4d} epochs: val {rows[-1]['val']['accuracy']:.4f} "
+                  f"(loss {rows[-1]['val']['loss']:.3f})  test {rows[-1]['test']['accuracy']:.4f}  "
+                  f"{' + '.join(Path(p).parts[-4] for p in rows[-1]['members'])}")
+    figures = {"fold": first["fold"], "val_clips": len(first["val_clips"]), "test_clips": len(targets["test"]),
+               "rows": rows, "seconds": round(time.perf_counter() - start, 1)}
+    print(f"wrote {write(args.name, figures)}")
+
+
+if __name__ == "__main__":
+    main()
