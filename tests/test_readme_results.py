@@ -50,3 +50,27 @@ def test_readme_per_fold_row_matches_result(path: Path) -> None:
     assert float(accuracy) == pytest.approx(result["accuracy"], abs=5e-5)
     assert float(f1) == pytest.approx(result["f1"], abs=5e-6)
     assert float(seconds.replace(",", "")) == result["train_seconds"]
+
+
+LEVERS = sorted((REPO / "bench" / "results").glob("cnn_levers*.json"))
+WEIGHT_COLUMNS = ("raw", "raw_bn_recomputed", "averaged", "averaged_bn_recomputed")
+
+
+@pytest.mark.parametrize("path", LEVERS, ids=lambda p: p.name)
+def test_readme_levers_rows_match_results(path: Path) -> None:
+    """Each lever run with its four weight sets has a README row ``| ... (`variant` ...) | epochs |
+    training s | val / test | x4 |`` whose numbers are the result file's."""
+    doc = json.loads(path.read_text())
+    for run in doc["rows"]:
+        if "weights" not in run:
+            continue
+        rows = re.findall(rf"^\|[^|\n]*\(`{re.escape(run['variant'])}`[^|\n]*\| {doc['epochs']} \| ([^|]+) \|"
+                          r" ([^|]+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", README, re.MULTILINE)
+        assert rows, f"README has no levers row for {path.name}'s {run['variant']} at {doc['epochs']} epochs"
+        seconds, *cells = (cell.strip() for cell in rows[0])
+        assert float(seconds.replace(",", "")) == run["train_seconds"], f"{path.name}: {run['variant']}'s seconds"
+        for column, cell in zip(WEIGHT_COLUMNS, cells):
+            val, test = (float(x) for x in cell.split(" / "))
+            expected = run["weights"][column]
+            assert (val, test) == pytest.approx((expected["val_accuracy"], expected["test_accuracy"]), abs=5e-6), \
+                f"{path.name}: {run['variant']}'s {column}"
