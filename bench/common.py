@@ -55,8 +55,9 @@ def write(name: str, figures: dict) -> Path:
 
 
 def load_fold_model(ckpt_path: Path, cache: dict | None = None) -> tuple:
-    """``(model, data)``: a checkpoint's classifier in eval mode and its datamodule set up for testing
-    on the real data, holding the normaliser the checkpoint was tested with. Pass the same ``cache``
+    """``(model, data, epoch)``: a checkpoint's classifier in eval mode, its datamodule set up for
+    testing on the real data, holding the normaliser the checkpoint was tested with, and the index of
+    the last epoch it trained (Lightning's ``epoch``; ``epoch + 1`` epochs). Pass the same ``cache``
     dict for several checkpoints: runs with the same feature settings share one datamodule (its
     normaliser is reloaded here, so use ``data`` before loading the next checkpoint)."""
     import torch
@@ -75,7 +76,7 @@ def load_fold_model(ckpt_path: Path, cache: dict | None = None) -> tuple:
         cache[key].setup("test")
     data = cache[key]
     data.load_state_dict(ckpt["ESC50DataModule"])
-    return model, data
+    return model, data, ckpt["epoch"]
 
 
 def one_fold_run(config: str, fold: int, epochs: int, variant: str = "full", overrides: tuple[str, ...] = ()) -> Path:

@@ -32,15 +32,14 @@ PARTS = ("val", "test")
 @torch.no_grad()
 def probabilities(ckpt_path: Path, cache: dict, batch: int = 64) -> tuple[dict, dict]:
     """The checkpoint's class probabilities ``{part: (clips, classes)}`` and facts about the run."""
-    model, data = load_fold_model(ckpt_path, cache)
+    model, data, epoch = load_fold_model(ckpt_path, cache)
     probs, targets = {}, {}
     for part in PARTS:
         index = torch.as_tensor(data.index[part])
         targets[part] = data.targets[index]
         probs[part] = torch.cat([model.net(data.model_inputs(data.inputs[index[i:i + batch]])).float().softmax(-1)
                                  for i in range(0, len(index), batch)])
-    epochs = torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"] + 1
-    run = {"checkpoint": str(ckpt_path), "fold": data.fold, "epochs": epochs,
+    run = {"checkpoint": str(ckpt_path), "fold": data.fold, "epochs": epoch + 1,
            "val_clips": [int(i) for i in data.index["val"]]}
     return probs, {**run, "targets": targets}
 

@@ -35,8 +35,7 @@ def shifted_probabilities(net: torch.nn.Module, x: torch.Tensor, shifts: int) ->
 
 def evaluate(fold_dir: Path, shifts: list[int], batch: int = 64) -> dict:
     ckpt_path = fold_dir / "checkpoints" / "last.ckpt"
-    model, data = load_fold_model(ckpt_path)
-    epoch = torch.load(ckpt_path, map_location="cpu", weights_only=False)["epoch"]
+    model, data, epoch = load_fold_model(ckpt_path)
     most = max(shifts)
     out: dict = {"fold_dir": str(fold_dir), "fold": data.fold, "epoch": epoch}
     for part in ("val", "test"):
