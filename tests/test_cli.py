@@ -51,6 +51,21 @@ def test_validate_without_logger_leaves_no_config_in_working_dir(tiny_root, tmp_
     assert (tmp_path / "lightning_logs" / "version_0" / "config.yaml").exists()  # fit's copy stays
 
 
+def test_ckpt_path_keeps_checkpoint_hparams_unless_named_on_the_command_line(tiny_root, tmp_path, monkeypatch):
+    """``--ckpt_path`` rebuilds the model from the checkpoint's hyper-parameters; a ``--model.NAME``
+    given on the command line still wins (Lightning alone would drop it silently)."""
+    from esc50_lightning.training.lightning_cli import ESC50CLI
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *fast_args(tiny_root, tmp_path / "cache", epochs=1), "--model.tta_shifts=2",
+          "--model.mixup_alpha=0.1"])
+    ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    base = ["test", *fast_args(tiny_root, tmp_path / "cache"), "--trainer.logger=false", f"--ckpt_path={ckpt}"]
+    assert ESC50CLI(args=base).model.hparams.tta_shifts == 2
+    named = ESC50CLI(args=[*base, "--model.tta_shifts", "4"]).model.hparams
+    assert named.tta_shifts == 4 and named.mixup_alpha == 0.1  # the rest still from the checkpoint
+
+
 def test_resume_without_checkpoint_is_clear(tiny_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
@@ -58,7 +73,7 @@ def test_resume_without_checkpoint_is_clear(tiny_root, tmp_path, monkeypatch, ca
     assert "no */checkpoints/last.ckpt" in capsys.readouterr().err
 
 
-def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeypatch):
+def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "sweep.json"
     args = ["sweep", *fast_args(tiny_root, tmp_path / "cache"), "--folds", "1", "2", "--results", str(out)]
@@ -86,7 +101,10 @@ def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeyp
     import esc50_lightning.training.executors as executors
 
     monkeypatch.setattr(executors, "run_fold", lambda *a: pytest.fail("trained a finished fold again"))
+    capsys.readouterr()
     main(args)
+    skipped = [line for line in capsys.readouterr().out.splitlines() if " skipped, " in line]
+    assert len(skipped) == 2 and all("done: test accuracy" in line and "after 2 epochs" in line for line in skipped)
     assert stamps == [p.stat().st_mtime_ns for p in (tmp_path / "lightning_logs").rglob("*.ckpt")]
     assert json.loads(out.read_text())["runs"] == result["runs"]
 

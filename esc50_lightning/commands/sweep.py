@@ -90,7 +90,9 @@ def main(argv: list[str]) -> None:
     todo = [fold for fold in args.folds if not result_path(sweep_dir / f"fold{fold}").exists()]
     for fold in sorted(set(args.folds) - set(todo)):
         if rank_zero_only.rank == 0:
-            print(f"sweep {name}: fold {fold} already done ({result_path(sweep_dir / f'fold{fold}')}), skipped")
+            # what it was trained with shows here, so a changed setting is not silently skipped
+            print(f"sweep {name}: fold {fold} skipped, {fold_status(sweep_dir / f'fold{fold}')} "
+                  f"({result_path(sweep_dir / f'fold{fold}')}; a new --sweep_dir trains afresh)")
     if todo and args.executor == "ray":
         executors.run_ray(rest, todo, sweep_dir, args.ray_cpus_per_fold, args.ray_gpus_per_fold)
     elif todo and args.jobs > 1:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from esc50_lightning.console import configure_console
@@ -42,6 +43,25 @@ class ESC50CLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_class", ESC50Trainer)
         super().__init__(AudioClassifier, ESC50DataModule, *args, **kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        self.raw_args = sys.argv[1:] if args is None else list(args) if isinstance(args, (list, tuple)) else []
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path FILE`` builds the model from the checkpoint's hyper-parameters (Lightning's
+        rule, so the network matches its weights), except those named on the command line as
+        ``--model.NAME``: ``test --ckpt_path F --model.tta_shifts 8`` tests with 8 shifts, where
+        Lightning alone would silently keep the checkpoint's 1 (Lightning-AI/pytorch-lightning#21455)."""
+        explicit = {arg.removeprefix("--model.").split("=")[0] for arg in self.raw_args if arg.startswith("--model.")}
+        explicit = {name for name in explicit if "." not in name}
+        if not explicit or "subcommand" not in self.config:
+            return super()._parse_ckpt_path()
+        model = self.config[self.config.subcommand].model
+        given = {name: model[name] for name in explicit if name in model}
+        super()._parse_ckpt_path()
+        for name, value in given.items():
+            self.config[self.config.subcommand].model[name] = value
 
     def instantiate_classes(self) -> None:
         """A class that rejects its arguments (``ValueError``/``TypeError`` from its constructor:
