@@ -103,8 +103,14 @@ def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeyp
     monkeypatch.setattr(executors, "run_fold", lambda *a: pytest.fail("trained a finished fold again"))
     capsys.readouterr()
     main(args)
-    skipped = [line for line in capsys.readouterr().out.splitlines() if " skipped, " in line]
+    printed = capsys.readouterr()
+    skipped = [line for line in printed.out.splitlines() if " skipped, " in line]
     assert len(skipped) == 2 and all("done: test accuracy" in line and "after 2 epochs" in line for line in skipped)
+    assert "other settings" not in printed.err  # the same command: nothing to report
+    main([*args, "--trainer.max_epochs=3", "--model.mixup_alpha=0.3"])  # changed settings are reported, not trained
+    changed = [line for line in capsys.readouterr().err.splitlines() if "other settings" in line]
+    assert len(changed) == 2 and all("trainer.max_epochs 2 -> 3" in line and "model.mixup_alpha" in line
+                                     for line in changed)
     assert stamps == [p.stat().st_mtime_ns for p in (tmp_path / "lightning_logs").rglob("*.ckpt")]
     assert json.loads(out.read_text())["runs"] == result["runs"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.results import summarize_run, write_results
 from esc50_lightning.training import executors
-from esc50_lightning.training.fold import counted_accuracy, fold_status, result_path
+from esc50_lightning.training.fold import (
+    counted_accuracy,
+    fold_status,
+    requested_config,
+    result_path,
+    setting_differences,
+)
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -79,6 +86,18 @@ def aggregate(name: str, sweep_dir: Path, folds: list[int], results_file: str | 
     print(f"sweep {name}: results in {', '.join(map(str, targets))}")
 
 
+def report_skipped(name: str, sweep_dir: Path, folds: list[int], requested: dict) -> None:
+    """A line per finished fold that is not trained again, and one more where it was trained with
+    settings other than this run's: a changed setting is never silently ignored."""
+    for fold in folds:
+        path = result_path(sweep_dir / f"fold{fold}")
+        print(f"sweep {name}: fold {fold} skipped, {fold_status(path.parent)} ({path})")
+        changed = setting_differences(json.loads(path.read_text()).get("config", {}), requested)
+        if changed:
+            print(f"sweep {name}: fold {fold} was trained with other settings than this run's "
+                  f"({'; '.join(changed)}); its result is kept, a new --sweep_dir trains afresh", file=sys.stderr)
+
+
 def main(argv: list[str]) -> None:
     args, rest = parse(argv)
     name = args.name or config_name(rest)
@@ -88,11 +107,9 @@ def main(argv: list[str]) -> None:
             print(f"sweep {name}: fold {fold}: {fold_status(sweep_dir / f'fold{fold}')}")
         return
     todo = [fold for fold in args.folds if not result_path(sweep_dir / f"fold{fold}").exists()]
-    for fold in sorted(set(args.folds) - set(todo)):
-        if rank_zero_only.rank == 0:
-            # what it was trained with shows here, so a changed setting is not silently skipped
-            print(f"sweep {name}: fold {fold} skipped, {fold_status(sweep_dir / f'fold{fold}')} "
-                  f"({result_path(sweep_dir / f'fold{fold}')}; a new --sweep_dir trains afresh)")
+    done = sorted(set(args.folds) - set(todo))
+    if done and rank_zero_only.rank == 0:
+        report_skipped(name, sweep_dir, done, requested_config(rest))
     if todo and args.executor == "ray":
         executors.run_ray(rest, todo, sweep_dir, args.ray_cpus_per_fold, args.ray_gpus_per_fold)
     elif todo and args.jobs > 1:

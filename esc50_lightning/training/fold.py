@@ -58,6 +58,42 @@ def fold_status(fold_dir: Path) -> str:
             f"a new run resumes from {last})")
 
 
+# settings that say where or how verbosely a fold ran, not what was trained
+NOT_COMPARED = ("trainer.logger", "trainer.enable_progress_bar", "data.fold", "data.root", "data.cache_dir",
+                "data.num_workers")
+
+
+def flat_settings(config: dict, prefix: str = "") -> dict:
+    """``{"trainer": {"max_epochs": 2}}`` -> ``{"trainer.max_epochs": 2}``."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def requested_config(fit_args: list[str]) -> dict:
+    """The config ``fit_args`` resolve to, as a fold's ``result.json`` records it, without building
+    the model, data or trainer."""
+    from esc50_lightning.training.lightning_cli import ESC50CLI
+
+    class ParseOnly(ESC50CLI):
+        def instantiate_classes(self) -> None:
+            pass
+
+    cli = ParseOnly(args=list(fit_args), run=False)
+    return json.loads(cli.parser.dump(cli.config, format="json", skip_link_targets=False))
+
+
+def setting_differences(trained: dict, requested: dict) -> list[str]:
+    """``name trained -> requested`` for each setting both configs hold with different values."""
+    old, new = flat_settings(trained), flat_settings(requested)
+    return [f"{key} {old[key]!r} -> {new[key]!r}" for key in old
+            if key in new and old[key] != new[key] and not key.startswith(NOT_COMPARED)]
+
+
 class WriteFoldResult(Callback):
     """After testing, rank 0 writes the fold's ``result.json`` (metrics, confusion matrix,
     training time from ``timer``, the resolved config, the machine: CPU model and flags, device, and the
