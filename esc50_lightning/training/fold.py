@@ -59,8 +59,8 @@ def fold_status(fold_dir: Path) -> str:
 
 
 # settings that say where or how verbosely a fold ran, not what was trained
-NOT_COMPARED = ("trainer.logger", "trainer.enable_progress_bar", "data.fold", "data.root", "data.cache_dir",
-                "data.num_workers")
+NOT_COMPARED = ("trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                "data.fold", "data.root", "data.cache_dir", "data.num_workers")
 
 
 def flat_settings(config: dict, prefix: str = "") -> dict:
