@@ -17,6 +17,7 @@ import torch
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.cli import LightningCLI
 
 from esc50_lightning.hardware import cpu_steal_share, machine_info
 from esc50_lightning.results import write_json_atomic
@@ -74,17 +75,21 @@ def flat_settings(config: dict, prefix: str = "") -> dict:
     return out
 
 
+def recorded_config(cli: LightningCLI) -> dict:
+    """The CLI's resolved config as plain JSON: what a fold's ``result.json`` records."""
+    return json.loads(cli.parser.dump(cli.config, format="json", skip_link_targets=False))
+
+
 def requested_config(fit_args: list[str]) -> dict:
-    """The config ``fit_args`` resolve to, as a fold's ``result.json`` records it, without building
-    the model, data or trainer."""
+    """The config ``fit_args`` resolve to, as ``run_fold`` would record it, without building the
+    model, data or trainer."""
     from esc50_lightning.training.lightning_cli import ESC50CLI
 
     class ParseOnly(ESC50CLI):
         def instantiate_classes(self) -> None:
             pass
 
-    cli = ParseOnly(args=list(fit_args), run=False)
-    return json.loads(cli.parser.dump(cli.config, format="json", skip_link_targets=False))
+    return recorded_config(ParseOnly(args=list(fit_args), run=False))
 
 
 def setting_differences(trained: dict, requested: dict) -> list[str]:
@@ -142,7 +147,7 @@ def run_fold(fit_args: list[str], fold: int, fold_dir: Path) -> dict:
     timer = Timer()  # saved in every checkpoint: a resumed fold reports its whole training time
     last = fold_dir / "checkpoints" / "last.ckpt"
     resumed = last.exists()
-    config = json.loads(cli.parser.dump(cli.config, format="json", skip_link_targets=False))
+    config = recorded_config(cli)
     dm = cli.datamodule
     writer = WriteFoldResult(fold, fold_dir, timer, resumed, config)
     cli.trainer.callbacks.extend([timer, writer])

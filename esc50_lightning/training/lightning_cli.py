@@ -53,12 +53,9 @@ class ESC50CLI(LightningCLI):
         rule, so the network matches its weights), except those named on the command line as
         ``--model.NAME``: ``test --ckpt_path F --model.tta_shifts 8`` tests with 8 shifts, where
         Lightning alone would silently keep the checkpoint's 1 (Lightning-AI/pytorch-lightning#21455)."""
-        explicit = {arg.removeprefix("--model.").split("=")[0] for arg in self.raw_args if arg.startswith("--model.")}
-        explicit = {name for name in explicit if "." not in name}
-        if not explicit or "subcommand" not in self.config:
-            return super()._parse_ckpt_path()
-        model = self.config[self.config.subcommand].model
-        given = {name: model[name] for name in explicit if name in model}
+        named = {arg.removeprefix("--model.").split("=")[0] for arg in self.raw_args if arg.startswith("--model.")}
+        model = self.config[self.config.subcommand].model if self.config.get("subcommand") else {}
+        given = {name: model[name] for name in named if "." not in name and name in model}
         super()._parse_ckpt_path()
         for name, value in given.items():
             self.config[self.config.subcommand].model[name] = value
