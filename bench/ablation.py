@@ -40,6 +40,12 @@ VARIANTS = {
     "wema_residual": [*WARMUP_EMA, "--model.net.init_args.residual=true"],
     "wema_freq_aware": [*WARMUP_EMA, "--model.net.init_args.freq_aware=true"],  # per-band norm + band position
     "wema_hop640": [*WARMUP_EMA, "--data.hop_length=640", "--data.augment.time_width=12"],  # half the frames
+    # the network per FLOP and the input resolution: one more block (512 channels at 4 x 15 after
+    # four pools; about 1.2x the step time), 1.5x the width (about 2x), twice the mel bands (about 2x;
+    # the frequency masks keep their share of the bands)
+    "wema_deeper": [*WARMUP_EMA, "--model.net.init_args.channels=[32,64,128,256,512]"],
+    "wema_wider": [*WARMUP_EMA, "--model.net.init_args.channels=[48,96,192,384]"],
+    "wema_mels128": [*WARMUP_EMA, "--data.n_mels=128", "--data.augment.freq_width=16"],
     # the same epochs in twice the optimizer steps (batch 16): more updates for the same FLOPs
     "wema_hop640_batch16": [*WARMUP_EMA, "--data.hop_length=640", "--data.augment.time_width=12",
                             "--data.batch_size=16"],
