@@ -41,8 +41,8 @@ VARIANTS = {
     "wema_freq_aware": [*WARMUP_EMA, "--model.net.init_args.freq_aware=true"],  # per-band norm + band position
     "wema_hop640": [*WARMUP_EMA, "--data.hop_length=640", "--data.augment.time_width=12"],  # half the frames
     # the network per FLOP and the input resolution: one more block (512 channels at 4 x 15 after
-    # four pools; about 1.2x the step time), 1.5x the width (about 2x), twice the mel bands (about 2x;
-    # the frequency masks keep their share of the bands)
+    # four pools; 4.8 M parameters against 1.2 M), 1.5x the width (2.7 M), twice the mel bands (the
+    # frequency masks keep their share of the bands). Training times against "wema": README, "Towards 0.90"
     "wema_deeper": [*WARMUP_EMA, "--model.net.init_args.channels=[32,64,128,256,512]"],
     "wema_wider": [*WARMUP_EMA, "--model.net.init_args.channels=[48,96,192,384]"],
     "wema_mels128": [*WARMUP_EMA, "--data.n_mels=128", "--data.augment.freq_width=16"],
