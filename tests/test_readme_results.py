@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 SWEEPS = sorted((REPO / "bench" / "results").glob("sweep_*.json"))
-PER_FOLD_TABLES = ("cnn_fast", "cnn_320")  # sweeps whose README section has a row per fold
+PER_FOLD_TABLES = ("cnn_fast", "cnn_320", "cnn_wide")  # sweeps whose README section has a row per fold
 FOLD_RESULTS = sorted(path for name in PER_FOLD_TABLES
                       for path in (REPO / "bench" / "sweeps" / name).glob("fold*/result.json"))
 
