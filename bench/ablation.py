@@ -56,6 +56,10 @@ VARIANTS = {
     # the plain CNN taught by the 320-epoch sweep's model of the same fold (bench/sweeps/cnn_320;
     # its checkpoints are not committed: train that fold first)
     "wema_distill_cnn320": [*WARMUP_EMA, "--model.teachers+=bench/sweeps/cnn_320/fold{fold}/checkpoints/last.ckpt"],
+    # taught by the mean of two long runs of the same fold: the 320-epoch sweep's model and the
+    # wide sweep's (bench/sweeps/cnn_wide; bench/ensemble.py scores the pair without a student)
+    "wema_distill_ensemble": [*WARMUP_EMA, "--model.teachers+=bench/sweeps/cnn_320/fold{fold}/checkpoints/last.ckpt",
+                              "--model.teachers+=bench/sweeps/cnn_wide/fold{fold}/checkpoints/last.ckpt"],
 }
 
 

@@ -10,12 +10,20 @@ validation split; the test fold only reports.
         bench/sweeps/cnn_320/fold1/checkpoints/last.ckpt \\
         lightning_logs/bench/cnn/80ep/{wema,wema_freq_aware,wema_distill_cnn320}/fold1/checkpoints/last.ckpt \\
         --name ensemble_cnn_fold1
+
+With ``--folds``, every checkpoint path names its fold as ``{fold}`` and each subset is scored on
+each fold, then averaged over the folds (the test folds' sample standard deviation beside):
+
+    ESC50_ROOT=/tmp/ESC-50-16k python bench/ensemble.py \\
+        'bench/sweeps/cnn_320/fold{fold}/checkpoints/last.ckpt' \\
+        'bench/sweeps/cnn_wide/fold{fold}/checkpoints/last.ckpt' --folds 1 2 3 4 5 --name ensemble_cnn_320_wide
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -49,19 +57,10 @@ def score(probs: dict, targets: dict) -> dict:
                    "loss": F.nll_loss(probs[part].clamp_min(1e-12).log(), targets[part]).item()} for part in PARTS}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", type=Path, help="finished runs' last.ckpt, all of one fold")
-    parser.add_argument("--name", default="ensemble", help="result file: bench/results/<name>.json")
-    args = parser.parse_args()
-    if len(args.checkpoints) < 2:
-        sys.exit("an ensemble needs at least two checkpoints")
-    if missing := [str(p) for p in args.checkpoints if not p.is_file()]:
-        sys.exit(f"no such checkpoint: {', '.join(missing)}")
-    torch.set_grad_enabled(False)
-    start = time.perf_counter()
-    cache: dict = {}
-    runs = [probabilities(path, cache) for path in args.checkpoints]
+def ensemble_fold(checkpoints: list[Path]) -> dict:
+    """Every subset of ``checkpoints`` (runs of one test fold and validation split), scored."""
+    cache: dict = {}  # one datamodule per feature setting, dropped with the fold
+    runs = [probabilities(path, cache) for path in checkpoints]
     first = runs[0][1]
     for _, run in runs[1:]:
         if (run["fold"], run["val_clips"]) != (first["fold"], first["val_clips"]):
@@ -71,14 +70,50 @@ def main() -> None:
     for size in range(1, len(runs) + 1):
         for members in itertools.combinations(range(len(runs)), size):
             mean = {part: torch.stack([runs[m][0][part] for m in members]).mean(0) for part in PARTS}
-            rows.append({"members": [str(args.checkpoints[m]) for m in members],
+            rows.append({"members": [str(checkpoints[m]) for m in members],
                          "epochs": sum(runs[m][1]["epochs"] for m in members), **score(mean, targets)})
-            print(f"{len(members)} runs, {rows[-1]['epochs']:4d} epochs: val {rows[-1]['val']['accuracy']:.4f} "
-                  f"(loss {rows[-1]['val']['loss']:.3f})  test {rows[-1]['test']['accuracy']:.4f}  "
-                  f"{' + '.join(Path(p).parts[-4] for p in rows[-1]['members'])}")
-    figures = {"fold": first["fold"], "val_clips": len(first["val_clips"]), "test_clips": len(targets["test"]),
-               "rows": rows, "seconds": round(time.perf_counter() - start, 1)}
-    print(f"wrote {write(args.name, figures)}")
+            names = " + ".join(Path(p).parts[-4] for p in rows[-1]["members"])
+            print(f"fold {first['fold']}, {len(members)} runs, {rows[-1]['epochs']:4d} epochs: "
+                  f"val {rows[-1]['val']['accuracy']:.4f} (loss {rows[-1]['val']['loss']:.3f})  "
+                  f"test {rows[-1]['test']['accuracy']:.4f}  {names}")
+    return {"fold": first["fold"], "val_clips": len(first["val_clips"]), "test_clips": len(targets["test"]),
+            "rows": rows}
+
+
+def mean_over_folds(folds: list[dict]) -> list[dict]:
+    """Per subset (same order on every fold): validation and test accuracy averaged over the folds."""
+    summary = []
+    for i, row in enumerate(folds[0]["rows"]):
+        test = [fold["rows"][i]["test"]["accuracy"] for fold in folds]
+        summary.append({"members": [Path(p).parts[-4] for p in row["members"]],
+                        "val_accuracy": statistics.fmean(fold["rows"][i]["val"]["accuracy"] for fold in folds),
+                        "val_loss": statistics.fmean(fold["rows"][i]["val"]["loss"] for fold in folds),
+                        "test_accuracy": statistics.fmean(test),
+                        "test_accuracy_std": statistics.stdev(test) if len(test) > 1 else 0.0})
+        print(f"{' + '.join(summary[-1]['members'])}: val {summary[-1]['val_accuracy']:.4f}  "
+              f"test {summary[-1]['test_accuracy']:.4f} ± {summary[-1]['test_accuracy_std']:.4f}")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", help="finished runs' last.ckpt, all of one fold "
+                                                       "(with --folds: '{fold}' in each path)")
+    parser.add_argument("--folds", type=int, nargs="+", help="test folds to score, averaged")
+    parser.add_argument("--name", default="ensemble", help="result file: bench/results/<name>.json")
+    args = parser.parse_args()
+    if len(args.checkpoints) < 2:
+        sys.exit("an ensemble needs at least two checkpoints")
+    if args.folds and (unnamed := [p for p in args.checkpoints if "{fold}" not in p]):
+        sys.exit(f"with --folds every checkpoint path names its fold as {{fold}}: {', '.join(unnamed)}")
+    per_fold = [[Path(p.replace("{fold}", str(k))) for p in args.checkpoints] for k in args.folds or [None]]
+    if missing := [str(p) for paths in per_fold for p in paths if not p.is_file()]:
+        sys.exit(f"no such checkpoint: {', '.join(missing)}")
+    torch.set_grad_enabled(False)
+    start = time.perf_counter()
+    folds = [ensemble_fold(paths) for paths in per_fold]
+    figures = {"folds": folds, "mean_over_folds": mean_over_folds(folds)} if args.folds else folds[0]
+    print(f"wrote {write(args.name, {**figures, 'seconds': round(time.perf_counter() - start, 1)})}")
 
 
 if __name__ == "__main__":
