@@ -12,7 +12,8 @@ validation split; the test fold only reports.
         --name ensemble_cnn_fold1
 
 With ``--folds``, every checkpoint path names its fold as ``{fold}`` and each subset is scored on
-each fold, then averaged over the folds (the test folds' sample standard deviation beside):
+each fold, then summarised over the test folds as a sweep's ``runs`` entry (mean and standard
+deviation of accuracy, precision, recall and F1), with the validation splits' mean beside:
 
     ESC50_ROOT=/tmp/ESC-50-16k python bench/ensemble.py \\
         'bench/sweeps/cnn_320/fold{fold}/checkpoints/last.ckpt' \\
@@ -34,6 +35,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_fold_model, write  # noqa: E402
 
+from esc50_lightning.models.classifier import metric_collection  # noqa: E402
+from esc50_lightning.results import METRICS, summarize_run  # noqa: E402
+
 PARTS = ("val", "test")
 
 
@@ -53,8 +57,12 @@ def probabilities(ckpt_path: Path, cache: dict, batch: int = 64) -> tuple[dict, 
 
 
 def score(probs: dict, targets: dict) -> dict:
-    return {part: {"accuracy": (probs[part].argmax(1) == targets[part]).float().mean().item(),
-                   "loss": F.nll_loss(probs[part].clamp_min(1e-12).log(), targets[part]).item()} for part in PARTS}
+    """Accuracy and loss of each part; the test fold also gets the sweep's macro precision, recall and F1."""
+    scores = {part: {"accuracy": (probs[part].argmax(1) == targets[part]).float().mean().item(),
+                     "loss": F.nll_loss(probs[part].clamp_min(1e-12).log(), targets[part]).item()} for part in PARTS}
+    test = metric_collection(probs["test"].shape[1], prefix="")(probs["test"], targets["test"])
+    scores["test"].update({m: test[m].item() for m in ("precision", "recall", "f1")})
+    return scores
 
 
 def ensemble_fold(checkpoints: list[Path]) -> dict:
@@ -80,18 +88,19 @@ def ensemble_fold(checkpoints: list[Path]) -> dict:
             "rows": rows}
 
 
-def mean_over_folds(folds: list[dict]) -> list[dict]:
-    """Per subset (same order on every fold): validation and test accuracy averaged over the folds."""
+def runs_over_folds(folds: list[dict]) -> list[dict]:
+    """Per subset (same order on every fold): a sweep's ``runs`` entry over the test folds
+    (``summarize_run``: mean and std of each metric) and its validation accuracy and loss averaged."""
     summary = []
     for i, row in enumerate(folds[0]["rows"]):
-        test = [fold["rows"][i]["test"]["accuracy"] for fold in folds]
-        summary.append({"members": [Path(p).parts[-4] for p in row["members"]],
-                        "val_accuracy": statistics.fmean(fold["rows"][i]["val"]["accuracy"] for fold in folds),
-                        "val_loss": statistics.fmean(fold["rows"][i]["val"]["loss"] for fold in folds),
-                        "test_accuracy": statistics.fmean(test),
-                        "test_accuracy_std": statistics.stdev(test) if len(test) > 1 else 0.0})
-        print(f"{' + '.join(summary[-1]['members'])}: val {summary[-1]['val_accuracy']:.4f}  "
-              f"test {summary[-1]['test_accuracy']:.4f} ± {summary[-1]['test_accuracy_std']:.4f}")
+        run = summarize_run(" + ".join(Path(p).parts[-4] for p in row["members"]),
+                            [{"fold": fold["fold"], **{m: fold["rows"][i]["test"][m] for m in METRICS}}
+                             for fold in folds])
+        for key in ("accuracy", "loss"):
+            run[f"val_{key}"] = statistics.fmean(fold["rows"][i]["val"][key] for fold in folds)
+        summary.append(run)
+        print(f"{run['name']}: val {run['val_accuracy']:.4f}  "
+              f"test {run['mean']['accuracy']:.4f} ± {run['std']['accuracy']:.4f}  F1 {run['mean']['f1']:.4f}")
     return summary
 
 
@@ -112,7 +121,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     start = time.perf_counter()
     folds = [ensemble_fold(paths) for paths in per_fold]
-    figures = {"folds": folds, "mean_over_folds": mean_over_folds(folds)} if args.folds else folds[0]
+    figures = {"folds": folds, "runs": runs_over_folds(folds)} if args.folds else folds[0]
     print(f"wrote {write(args.name, {**figures, 'seconds': round(time.perf_counter() - start, 1)})}")
 
 
