@@ -3,13 +3,12 @@ time (and one candidate added), and report final validation accuracy (the split 
 training folds) and test accuracy. Every variant is a one-fold ``sweep``, so an interrupted
 ablation resumes; the "full" variant is the same run as ``curve.py``'s budget of equal length.
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/ablation.py --config configs/cnn.yaml --epochs 40
+    ESC50_ROOT=/path/to/ESC-50 python bench/ablation.py --config configs/cnn.yaml --epochs 40
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -17,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_root, one_fold_run, weights_accuracies, write  # noqa: E402
 
 from esc50_lightning.figures.curves import read_scalars  # noqa: E402
+from esc50_lightning.training.sweep import checkpoint_pattern  # noqa: E402
 
 EMA = ["--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging", "--trainer.callbacks.decay=0.998"]
-WARMUP_EMA = ["--trainer.callbacks+=esc50_lightning.training.averaging.WarmupEMA", "--trainer.callbacks.decay=0.99"]
+WARMUP_EMA = ["--trainer.callbacks+=esc50_lightning.training.ema.WarmupEMA", "--trainer.callbacks.decay=0.99"]
 VARIANTS = {
     "full": [],
     # candidates to add:
@@ -51,15 +51,15 @@ VARIANTS = {
                             "--data.batch_size=16"],
     # self-distillation: the plain CNN taught by the residual CNN trained as above, same fold,
     # same length ({epochs}), averaged weights (run wema_residual first)
-    "wema_distill_residual": [*WARMUP_EMA, "--model.teachers+=lightning_logs/bench/cnn/{epochs}ep/wema_residual/"
-                              "fold{fold}/checkpoints/last.ckpt"],
+    "wema_distill_residual": [*WARMUP_EMA, "--model.teachers+="
+                              + checkpoint_pattern("lightning_logs/bench/cnn/{epochs}ep/wema_residual")],
     # the plain CNN taught by the 320-epoch sweep's model of the same fold (bench/sweeps/cnn_320;
     # its checkpoints are not committed: train that fold first)
-    "wema_distill_cnn320": [*WARMUP_EMA, "--model.teachers+=bench/sweeps/cnn_320/fold{fold}/checkpoints/last.ckpt"],
+    "wema_distill_cnn320": [*WARMUP_EMA, "--model.teachers+=" + checkpoint_pattern("bench/sweeps/cnn_320")],
     # taught by the mean of two long runs of the same fold: the 320-epoch sweep's model and the
     # wide sweep's (bench/sweeps/cnn_wide; bench/ensemble.py scores the pair without a student)
-    "wema_distill_ensemble": [*WARMUP_EMA, "--model.teachers+=bench/sweeps/cnn_320/fold{fold}/checkpoints/last.ckpt",
-                              "--model.teachers+=bench/sweeps/cnn_wide/fold{fold}/checkpoints/last.ckpt"],
+    "wema_distill_ensemble": [*WARMUP_EMA, "--model.teachers+=" + checkpoint_pattern("bench/sweeps/cnn_320"),
+                              "--model.teachers+=" + checkpoint_pattern("bench/sweeps/cnn_wide")],
 }
 
 
@@ -77,8 +77,8 @@ def main() -> None:
     for variant in args.variants:
         overrides = [arg.replace("{epochs}", str(args.epochs)) for arg in VARIANTS[variant]]
         fold_dir = one_fold_run(args.config, args.fold, args.epochs, variant, tuple(overrides))
-        result = json.loads((fold_dir / "result.json").read_text())
-        val = read_scalars(fold_dir).get("val/acc")
+        result = fold_dir.result()
+        val = read_scalars(fold_dir.path).get("val/acc")
         rows.append({"variant": variant, "overrides": overrides, "val_accuracy": float(val[-1]),
                      "test_accuracy": result["accuracy"], "train_seconds": result["train_seconds"]})
         weights = weights_accuracies(fold_dir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import shlex
 import statistics
@@ -11,7 +11,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from esc50_lightning.hardware import KEEP_FREED_MEMORY_ENV, cpu_steal_share, machine_info
+from esc50_lightning.allocator import KEEP_FREED_MEMORY_ENV
+from esc50_lightning.atomic import write_json_atomic
+from esc50_lightning.errors import ESC50Error
+from esc50_lightning.provenance import cpu_steal_share, machine_info
+from esc50_lightning.training.sweep import FoldDir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,7 +39,7 @@ def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, list[float
 def data_root() -> Path:
     root = os.environ.get("ESC50_ROOT")
     if not root or not (Path(root) / "meta" / "esc50.csv").is_file():
-        sys.exit("set ESC50_ROOT to an ESC-50 root (python ../shared/esc50/unpack.py /tmp/ESC-50-16k)")
+        sys.exit("set ESC50_ROOT to an ESC-50 root (the folder holding meta/esc50.csv and audio/)")
     return Path(root)
 
 
@@ -50,37 +54,21 @@ def write(name: str, figures: dict) -> Path:
            "machine": machine(), "date": time.strftime("%Y-%m-%d"),
            "cpu_steal_share": cpu_steal_share(),  # CPU time the hypervisor gave other guests meanwhile
            **figures}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json_atomic(path, doc)
     return path
 
 
-def load_fold_model(ckpt_path: Path, cache: dict | None = None) -> tuple:
-    """``(model, data, epoch)``: a checkpoint's classifier in eval mode, its datamodule set up for
-    testing on the real data, holding the normaliser the checkpoint was tested with, and the index of
-    the last epoch it trained (Lightning's ``epoch``; ``epoch + 1`` epochs). Pass the same ``cache``
-    dict for several checkpoints: runs with the same feature settings share one datamodule (its
-    normaliser is reloaded here, so use ``data`` before loading the next checkpoint)."""
-    import torch
-
-    from esc50_lightning.data.datamodule import ESC50DataModule
-    from esc50_lightning.models.classifier import AudioClassifier
-
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model = AudioClassifier.load_from_checkpoint(ckpt_path, map_location="cpu").eval()
-    settings = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items()
-                if not k.startswith("_") and k != "augment"}  # Lightning's bookkeeping; training only
-    key = json.dumps(settings, sort_keys=True, default=str)
-    cache = {} if cache is None else cache
-    if key not in cache:
-        cache[key] = ESC50DataModule(**{**settings, "root": str(data_root())})
-        cache[key].setup("test")
-    data = cache[key]
-    data.load_state_dict(ckpt["ESC50DataModule"])
-    return model, data, ckpt["epoch"]
+def fold_folder(path: str) -> FoldDir:
+    """``argparse`` type of a finished sweep fold named on the command line: ``<sweep>/fold<K>``."""
+    try:
+        return FoldDir.of(path)
+    except ESC50Error as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def one_fold_run(config: str, fold: int, epochs: int, variant: str = "full", overrides: tuple[str, ...] = ()) -> Path:
-    """Train ``config`` on ``fold`` for ``epochs`` (a one-fold ``sweep``) and return the fold folder.
+def one_fold_run(config: str, fold: int, epochs: int, variant: str = "full",
+                 overrides: tuple[str, ...] = ()) -> FoldDir:
+    """Train ``config`` on ``fold`` for ``epochs`` (a one-fold ``sweep``) and return the fold's folder.
 
     Runs with the same settings are trained once and shared: the config as it is, at its own
     epoch count, is the fold of ``esc50-lightning sweep`` (``lightning_logs/sweeps/<name>``);
@@ -97,15 +85,15 @@ def one_fold_run(config: str, fold: int, epochs: int, variant: str = "full", ove
         sweep_dir = Path("lightning_logs") / "sweeps" / name
     else:
         sweep_dir = Path("lightning_logs") / "bench" / name / f"{epochs}ep" / variant
-    fold_dir = sweep_dir / f"fold{fold}"
-    if not (fold_dir / "result.json").exists():
+    fold_dir = FoldDir(sweep_dir, fold)
+    if fold_dir.result() is None:
         cli_main(["sweep", f"--config={config}", f"--folds={fold}", f"--sweep_dir={sweep_dir}",
                   f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false", *overrides])
     return fold_dir
 
 
-def weights_accuracies(fold_dir: Path) -> dict[str, dict[str, float]]:
-    """Validation and test accuracy of both weight sets in a run's ``last.ckpt``, each as saved
+def weights_accuracies(fold_dir: FoldDir) -> dict[str, dict[str, float]]:
+    """Validation and test accuracy of both weight sets in a fold's checkpoint, each as saved
     and with its BatchNorm statistics re-estimated on the (unaugmented) training clips.
 
     A run with Lightning's ``WeightAveraging`` (EMA, SWA) saves the averaged weights as
@@ -120,12 +108,12 @@ def weights_accuracies(fold_dir: Path) -> dict[str, dict[str, float]]:
     from esc50_lightning.console import configure_console
     from esc50_lightning.data import ESC50DataModule
     from esc50_lightning.models import AudioClassifier
-    from esc50_lightning.training.averaging import recalibrate_batchnorm
-    from esc50_lightning.training.fold import counted_accuracy
+    from esc50_lightning.results import counted_accuracy
+    from esc50_lightning.training.ema import recalibrate_batchnorm
     from esc50_lightning.training.trainer import ESC50Trainer
 
     configure_console()
-    path = Path(fold_dir) / "checkpoints" / "last.ckpt"
+    path = fold_dir.checkpoint
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     states = {"raw": ckpt.get("current_model_state", ckpt["state_dict"])}
     if "current_model_state" in ckpt:

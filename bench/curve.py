@@ -2,13 +2,12 @@
 cosine schedule), validation accuracy per epoch and final test accuracy. The evidence for a
 config's number of epochs. Each budget is a one-fold ``sweep``: an interruption resumes.
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/curve.py --config configs/cnn.yaml --budgets 20 40 80
+    ESC50_ROOT=/path/to/ESC-50 python bench/curve.py --config configs/cnn.yaml --budgets 20 40 80
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,8 +28,8 @@ def main() -> None:
     rows = []
     for epochs in args.budgets:
         fold_dir = one_fold_run(args.config, args.fold, epochs)
-        result = json.loads((fold_dir / "result.json").read_text())
-        val = read_scalars(fold_dir).get("val/acc")
+        result = fold_dir.result()
+        val = read_scalars(fold_dir.path).get("val/acc")
         rows.append({"epochs": epochs, "train_seconds": result["train_seconds"], "test_accuracy": result["accuracy"],
                      "val_accuracy_final": float(val[-1]), "val_accuracy_per_epoch": [round(float(v), 4) for v in val]})
         print(f"{epochs:4d} epochs  {result['train_seconds']:8.0f} s  val {val[-1]:.3f}  test {result['accuracy']:.3f}")

@@ -1,6 +1,6 @@
 """Decode all ESC-50 clips once (cold), then reload the cached tensor (warm); median of N runs.
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/data.py [--repeats 3]
+    ESC50_ROOT=/path/to/ESC-50 python bench/data.py [--repeats 3]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_root, timed, write  # noqa: E402
 
-from esc50_lightning.data.audio import cached_clips  # noqa: E402
+from esc50_lightning.data.cache import cached_clips  # noqa: E402
 from esc50_lightning.data.datamodule import ESC50DataModule  # noqa: E402
 from esc50_lightning.data.meta import load_metadata  # noqa: E402
 

@@ -2,22 +2,21 @@
 one long run for the same epochs?
 
 Every checkpoint (trained with the same test fold and validation split) classifies the validation
-split and the test fold once; every subset of two or more is then scored by its members' mean
-class probabilities. Each row lists the epochs its members cost together. Choose on the
-validation split; the test fold only reports.
+split and the test fold once, through ``esc50_lightning.training.ensemble`` (the library behind
+``esc50-lightning ensemble``); every subset is then scored by its members' mean class
+probabilities. Each row lists the epochs its members cost together. Choose on the validation
+split; the test fold only reports.
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/ensemble.py \\
-        bench/sweeps/cnn_320/fold1/checkpoints/last.ckpt \\
-        lightning_logs/bench/cnn/80ep/{wema,wema_freq_aware,wema_distill_cnn320}/fold1/checkpoints/last.ckpt \\
-        --name ensemble_cnn_fold1
+    ESC50_ROOT=/path/to/ESC-50 python bench/ensemble.py bench/sweeps/cnn_320/fold1 \\
+        lightning_logs/bench/cnn/80ep/{wema,wema_freq_aware,wema_distill_cnn320}/fold1 --name ensemble_cnn_fold1
 
-With ``--folds``, every checkpoint path names its fold as ``{fold}`` and each subset is scored on
+(a fold folder stands for the fold's checkpoint; a checkpoint file is taken as it is). With
+``--folds``, every path names its fold as ``{fold}`` and each subset is scored on
 each fold, then summarised over the test folds as a sweep's ``runs`` entry (mean and standard
 deviation of accuracy, precision, recall and F1), with the validation splits' mean beside:
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/ensemble.py \\
-        'bench/sweeps/cnn_320/fold{fold}/checkpoints/last.ckpt' \\
-        'bench/sweeps/cnn_wide/fold{fold}/checkpoints/last.ckpt' --folds 1 2 3 4 5 --name ensemble_cnn_320_wide
+    ESC50_ROOT=/path/to/ESC-50 python bench/ensemble.py 'bench/sweeps/cnn_320/fold{fold}' \\
+        'bench/sweeps/cnn_wide/fold{fold}' --folds 1 2 3 4 5 --name ensemble_cnn_320_wide
 """
 
 from __future__ import annotations
@@ -33,59 +32,44 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_fold_model, write  # noqa: E402
+from common import data_root, write  # noqa: E402
 
-from esc50_lightning.models.classifier import metric_collection  # noqa: E402
+from esc50_lightning.errors import ESC50Error  # noqa: E402
 from esc50_lightning.results import METRICS, summarize_run  # noqa: E402
+from esc50_lightning.training.checkpoints import read_checkpoint  # noqa: E402
+from esc50_lightning.training.ensemble import held_out_probabilities, score  # noqa: E402
+from esc50_lightning.training.sweep import FoldDir  # noqa: E402
 
 PARTS = ("val", "test")
 
 
-@torch.no_grad()
-def probabilities(ckpt_path: Path, cache: dict, batch: int = 64) -> tuple[dict, dict]:
-    """The checkpoint's class probabilities ``{part: (clips, classes)}`` and facts about the run."""
-    model, data, epoch = load_fold_model(ckpt_path, cache)
-    probs, targets = {}, {}
-    for part in PARTS:
-        index = torch.as_tensor(data.index[part])
-        targets[part] = data.targets[index]
-        probs[part] = torch.cat([model.net(data.model_inputs(data.inputs[index[i:i + batch]])).float().softmax(-1)
-                                 for i in range(0, len(index), batch)])
-    run = {"checkpoint": str(ckpt_path), "fold": data.fold, "epochs": epoch + 1,
-           "val_clips": [int(i) for i in data.index["val"]]}
-    return probs, {**run, "targets": targets}
-
-
-def score(probs: dict, targets: dict) -> dict:
+def part_scores(probs: dict, targets: dict) -> dict:
     """Accuracy and loss of each part; the test fold also gets the sweep's macro precision, recall and F1."""
-    scores = {part: {"accuracy": (probs[part].argmax(1) == targets[part]).float().mean().item(),
+    scores = {part: {"accuracy": score(probs[part], targets[part])["accuracy"],
                      "loss": F.nll_loss(probs[part].clamp_min(1e-12).log(), targets[part]).item()} for part in PARTS}
-    test = metric_collection(probs["test"].shape[1], prefix="")(probs["test"], targets["test"])
-    scores["test"].update({m: test[m].item() for m in ("precision", "recall", "f1")})
+    test = score(probs["test"], targets["test"])
+    scores["test"].update({m: test[m] for m in ("precision", "recall", "f1")})
     return scores
 
 
 def ensemble_fold(checkpoints: list[Path]) -> dict:
-    """Every subset of ``checkpoints`` (runs of one test fold and validation split), scored."""
-    cache: dict = {}  # one datamodule per feature setting, dropped with the fold
-    runs = [probabilities(path, cache) for path in checkpoints]
-    first = runs[0][1]
-    for _, run in runs[1:]:
-        if (run["fold"], run["val_clips"]) != (first["fold"], first["val_clips"]):
-            sys.exit(f"{run['checkpoint']}: another test fold or validation split than {first['checkpoint']}")
-    targets = first["targets"]
+    """Every subset of ``checkpoints`` (runs of one test fold and validation split, refused otherwise
+    by ``training.ensemble``), scored; each network alone, without test-time shifts, as before."""
+    held = {part: held_out_probabilities(checkpoints, part, tta_shifts=1, root=data_root()) for part in PARTS}
+    targets = {part: held[part].targets for part in PARTS}
+    epochs = [read_checkpoint(path)["epoch"] + 1 for path in checkpoints]
+    fold = held["test"].fold
     rows = []
-    for size in range(1, len(runs) + 1):
-        for members in itertools.combinations(range(len(runs)), size):
-            mean = {part: torch.stack([runs[m][0][part] for m in members]).mean(0) for part in PARTS}
+    for size in range(1, len(checkpoints) + 1):
+        for members in itertools.combinations(range(len(checkpoints)), size):
+            mean = {part: held[part].probs[list(members)].mean(0) for part in PARTS}
             rows.append({"members": [str(checkpoints[m]) for m in members],
-                         "epochs": sum(runs[m][1]["epochs"] for m in members), **score(mean, targets)})
+                         "epochs": sum(epochs[m] for m in members), **part_scores(mean, targets)})
             names = " + ".join(Path(p).parts[-4] for p in rows[-1]["members"])
-            print(f"fold {first['fold']}, {len(members)} runs, {rows[-1]['epochs']:4d} epochs: "
+            print(f"fold {fold}, {len(members)} runs, {rows[-1]['epochs']:4d} epochs: "
                   f"val {rows[-1]['val']['accuracy']:.4f} (loss {rows[-1]['val']['loss']:.3f})  "
                   f"test {rows[-1]['test']['accuracy']:.4f}  {names}")
-    return {"fold": first["fold"], "val_clips": len(first["val_clips"]), "test_clips": len(targets["test"]),
-            "rows": rows}
+    return {"fold": fold, "val_clips": len(targets["val"]), "test_clips": len(targets["test"]), "rows": rows}
 
 
 def runs_over_folds(folds: list[dict]) -> list[dict]:
@@ -104,10 +88,15 @@ def runs_over_folds(folds: list[dict]) -> list[dict]:
     return summary
 
 
+def member(path: str) -> Path:
+    """A fold folder's checkpoint, or the checkpoint file named."""
+    return FoldDir.of(path).checkpoint if Path(path).is_dir() else Path(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", help="finished runs' last.ckpt, all of one fold "
-                                                       "(with --folds: '{fold}' in each path)")
+    parser.add_argument("checkpoints", nargs="+", help="finished runs of one fold: fold folders (<sweep>/fold<K>) "
+                                                       "or checkpoint files (with --folds: '{fold}' in each path)")
     parser.add_argument("--folds", type=int, nargs="+", help="test folds to score, averaged")
     parser.add_argument("--name", default="ensemble", help="result file: bench/results/<name>.json")
     args = parser.parse_args()
@@ -115,12 +104,15 @@ def main() -> None:
         sys.exit("an ensemble needs at least two checkpoints")
     if args.folds and (unnamed := [p for p in args.checkpoints if "{fold}" not in p]):
         sys.exit(f"with --folds every checkpoint path names its fold as {{fold}}: {', '.join(unnamed)}")
-    per_fold = [[Path(p.replace("{fold}", str(k))) for p in args.checkpoints] for k in args.folds or [None]]
+    per_fold = [[member(p.replace("{fold}", str(k))) for p in args.checkpoints] for k in args.folds or [None]]
     if missing := [str(p) for paths in per_fold for p in paths if not p.is_file()]:
         sys.exit(f"no such checkpoint: {', '.join(missing)}")
     torch.set_grad_enabled(False)
     start = time.perf_counter()
-    folds = [ensemble_fold(paths) for paths in per_fold]
+    try:
+        folds = [ensemble_fold(paths) for paths in per_fold]
+    except ESC50Error as err:
+        sys.exit(str(err))
     figures = {"folds": folds, "runs": runs_over_folds(folds)} if args.folds else folds[0]
     print(f"wrote {write(args.name, {**figures, 'seconds': round(time.perf_counter() - start, 1)})}")
 

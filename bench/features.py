@@ -4,7 +4,7 @@
   (b) ours end to end through ESC50DataModule: cold (empty cache) and warm (caches in place)
   (c) the floor: soundfile decode of every file, and torch.stft + mel product on a tensor in memory
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/features.py [--repeats 3]
+    ESC50_ROOT=/path/to/ESC-50 python bench/features.py [--repeats 3]
 """
 
 from __future__ import annotations

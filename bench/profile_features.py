@@ -3,7 +3,7 @@ with an empty cache (decode, STFT, mel, dB, cache write), and the power-spectrum
 uses against the one it replaced (``view_as_real(stft).square().sum(-1)``), on one batch and
 end to end.
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/profile_features.py [--repeats 5]
+    ESC50_ROOT=/path/to/ESC-50 python bench/profile_features.py [--repeats 5]
 """
 
 from __future__ import annotations

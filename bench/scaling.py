@@ -3,7 +3,7 @@ another, with ``--jobs N`` local processes, and with ``--executor ray`` (a local
 then one fold's ``fit`` with DDP on 2 processes against 1. Wall-clock seconds of each whole
 command, including process start-up; every variant starts from an empty sweep folder.
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/scaling.py --config configs/conv1d.yaml --epochs 20
+    ESC50_ROOT=/path/to/ESC-50 python bench/scaling.py --config configs/conv1d.yaml --epochs 20
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 share of each epoch spent outside forward + backward + optimiser step (data handling, logging,
 metrics), and the time from calling ``fit`` to the first training batch (warm caches).
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/train.py [--configs mlp conv1d cnn] [--epochs 3]
+    ESC50_ROOT=/path/to/ESC-50 python bench/train.py [--configs mlp conv1d cnn] [--epochs 3]
 """
 
 from __future__ import annotations

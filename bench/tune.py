@@ -4,7 +4,7 @@ Each candidate is ``fit`` (no ``test``) on the training folds of ``--fold``; the
 validation accuracy (the src_file-grouped split carved from the training folds) at the last epoch
 and the mean of the last five epochs. Runs that already finished are read back, not retrained.
 
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/tune.py --config configs/mlp.yaml \\
+    ESC50_ROOT=/path/to/ESC-50 python bench/tune.py --config configs/mlp.yaml \\
         --candidate lr3e-4 "--model.optimizer.init_args.lr=3e-4" \\
         --candidate lr3e-4_mixup "--model.optimizer.init_args.lr=3e-4 --model.mixup_alpha=0.3"
 """

@@ -17,13 +17,21 @@ NOISE = (
     r".*is not supported by the model summary.*",  # the summary's size estimate under mixed precision
     r".*Total length of .* across ranks is zero.*",  # val_strategy none: no validation batches, as asked
     r".*WeightAveraging doesn't support sharding model layers.*",  # our configure_model compiles, never shards
+    r"Checkpoint directory .* exists and is not empty",  # ModelCheckpoint, on every resume: we resume on purpose
 )
 NOISY_LOG_PREFIXES = ("💡 Tip:",)  # Lightning's cloud-service advertisements
+# Log lines that other libraries' own loggers emit (logger name -> message prefixes): inductor imports
+# torch.utils.cpp_extension, which says this on every compiled CPU run where a CUDA toolkit is installed.
+NOISY_LOGGERS = {"torch.utils.cpp_extension": ("No CUDA runtime is found",)}
 
 
 class DropNoise(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...] = NOISY_LOG_PREFIXES) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(NOISY_LOG_PREFIXES)
+        return not str(record.msg).startswith(self.prefixes)
 
 
 def configure_console() -> None:
@@ -41,3 +49,7 @@ def configure_console() -> None:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, DropNoise) for f in handler.filters):
                 handler.addFilter(DropNoise())
+    for name, prefixes in NOISY_LOGGERS.items():  # on the logger itself: before any handler, torch's or ours
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropNoise) for f in logger.filters):
+            logger.addFilter(DropNoise(prefixes))

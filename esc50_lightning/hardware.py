@@ -15,15 +15,13 @@ them (README, "Hardware policy"):
   1.164x faster epochs in native bf16 and 1.738x at fp32 on the same two CPUs. It costs a fixed
   compilation in the first batches, so short runs (smoke tests) turn it off explicitly.
 Elsewhere (MPS) both stay off: not measured.
-- host memory: glibc's malloc keeps freed blocks for reuse (``keep_freed_memory``), where by
-  default it maps every block over 32 MiB fresh from the kernel and unmaps it when freed, so each
-  training step faulted in its activations page by page again (about 200,000 page faults a CNN
-  step at batch 32). ``ESC50_KEEP_FREED_MEMORY=0`` leaves malloc as it is.
+
+The host allocator setting lives in ``allocator``, what a result records about the machine in
+``provenance``.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import platform
@@ -43,7 +41,7 @@ BF16_EMULATED_WARNING = (
 
 
 def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says: ``Hardware.name``."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -91,7 +89,10 @@ def detect(accelerator: str = AUTO) -> Hardware:
     flags = cpu_flags()
     wants_cuda = accelerator in (AUTO, "gpu", "cuda")
     if wants_cuda and torch.cuda.is_available():
-        return Hardware("cuda", torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(), flags)
+        # torch >= 2.3 counts emulated bf16 as supported unless asked not to: pre-Ampere GPUs
+        # (V100, T4) would get slow emulated bf16-mixed instead of 16-mixed
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return Hardware("cuda", torch.cuda.get_device_name(0), native, flags)
     mps = getattr(torch.backends, "mps", None)
     if accelerator in (AUTO, "gpu", "mps") and mps is not None and mps.is_available():
         return Hardware("mps", "Apple GPU", False, flags)
@@ -143,61 +144,3 @@ SWITCH_RULES = {"channels_last": channels_last_pays, "compile": compile_pays}
 def resolve_switch(name: str, requested: bool | str, device: torch.device | str) -> bool:
     """A hardware-bound on/off switch (``channels_last``, ``compile``): ``auto`` asks its rule."""
     return SWITCH_RULES[name](device) if requested == AUTO else bool(requested)
-
-
-KEEP_FREED_MEMORY_ENV = "ESC50_KEEP_FREED_MEMORY"
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's <malloc.h>
-_freed_memory_kept = False  # whether keep_freed_memory applied in this process
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc serve large blocks from its heap and keep what is freed there
-    (``mallopt``: no ``mmap`` for large blocks, heap trimmed only beyond 1 GiB free), so tensors
-    freed in one training step are reused by later ones instead of being unmapped and faulted in
-    again. Process-wide and idempotent; the process's memory stays near its peak. Returns whether
-    it applies: glibc (Linux), and ``ESC50_KEEP_FREED_MEMORY`` not ``0``."""
-    if os.environ.get(KEEP_FREED_MEMORY_ENV, "1") == "0" or platform.libc_ver()[0] != "glibc":
-        return False
-    global _freed_memory_kept
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        _freed_memory_kept = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):
-        _freed_memory_kept = False
-    return _freed_memory_kept
-
-
-def parse_cpu_times(proc_stat: str) -> tuple[int, int]:
-    """(stolen, total) CPU time in ticks from the ``cpu`` line of Linux's ``/proc/stat``: user,
-    nice, system, idle, iowait, irq, softirq, steal (guest time is counted within user)."""
-    ticks = [int(v) for v in proc_stat.split("\n", 1)[0].split()[1:9]]
-    return ticks[7] if len(ticks) == 8 else 0, sum(ticks)
-
-
-def cpu_times() -> tuple[int, int] | None:
-    try:
-        return parse_cpu_times(Path("/proc/stat").read_text())
-    except (OSError, ValueError):
-        return None  # not Linux
-
-
-_CPU_TIMES_AT_START = cpu_times()
-
-
-def cpu_steal_share(since: tuple[int, int] | None = _CPU_TIMES_AT_START) -> float | None:
-    """Share of the machine's CPU time the hypervisor gave to other guests since ``since`` (by
-    default since this module was imported, i.e. this run): on a shared host, timings stretch by up
-    to 1 / (1 - share), so every timed result reports it. None off Linux."""
-    now = cpu_times()
-    if since is None or now is None or now[1] <= since[1]:
-        return None
-    return round((now[0] - since[0]) / (now[1] - since[1]), 3)
-
-
-def machine_info() -> dict:
-    """What a benchmark result says about the machine it ran on."""
-    hw = detect()
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "cpu_flags": hw.cpu_flags, "cpu_native_bf16": cpu_has_native_bf16(hw.cpu_flags),
-            "device": hw.describe(), "auto_precision": choose_precision(hw)[0], "torch": torch.__version__,
-            "python": platform.python_version(), "malloc_keeps_freed_memory": _freed_memory_kept}

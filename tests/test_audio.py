@@ -3,8 +3,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from esc50_lightning.data import audio
-from esc50_lightning.data.audio import cached_clips, decode_clips, load_clip, read_audio
+from esc50_lightning.data.audio import decode_clips, load_clip, read_audio
 from esc50_lightning.errors import ESC50Error
 
 
@@ -77,18 +76,3 @@ def test_decode_batch_matches_single(tiny_root):
     assert batch.shape == (5, 80000)
     for i, p in enumerate(paths):
         assert torch.allclose(batch[i], load_clip(p, 16000, 80000), atol=1e-5)
-
-
-def test_cache_hit_does_not_decode(tiny_root, tmp_path, monkeypatch):
-    paths = sorted((tiny_root / "audio").glob("*.wav"))[:4]
-    first = cached_clips(paths, 8000, tmp_path)
-    assert len(list(tmp_path.glob("waveforms-*.pt"))) == 1
-
-    def fail(*args, **kwargs):
-        raise AssertionError("decoded again despite the cache")
-
-    monkeypatch.setattr(audio, "decode_and_resample", fail)
-    second = cached_clips(paths, 8000, tmp_path)
-    assert torch.equal(first, second)
-    with pytest.raises(AssertionError):  # another sample rate is another key
-        cached_clips(paths, 16000, tmp_path)

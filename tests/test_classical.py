@@ -21,7 +21,8 @@ def classical_args(root, cache, results, **overrides):
     args = ["classical", f"--data.root={root}", f"--data.cache_dir={cache}", f"--results={results}",
             "--features={log_mel: {feature: log_mel}, linear: {feature: linear}}", "--poolings=[mean, meanstd]",
             "--models=[svm, logreg, rf, svm_cv]", "--C=[1.0]", "--norm=[true, false]",
-            "--params={rf: {n_estimators: 10}}", "--search={svm: {C: [1.0, 10.0]}}", "--n_jobs=1"]
+            "--params={rf: {n_estimators: 10}}", "--search={svm: {C: [1.0, 10.0]}}", "--n_jobs=1",
+            "--tensorboard="]
     args += [f"--data.{k}={v}" for k, v in DATA.items()]
     return args + [f"--{k}={v}" for k, v in overrides.items()]
 
@@ -71,8 +72,9 @@ def test_no_test_fold_clip_reaches_any_fit(tiny_root, tmp_path, monkeypatch):
 
 def test_json_table_and_resume(tiny_root, tmp_path, monkeypatch):
     results = tmp_path / "classical.json"
-    main(classical_args(tiny_root, tmp_path / "cache", results))
+    main(classical_args(tiny_root, tmp_path / "cache", results, tensorboard=tmp_path / "tb"))
     doc = json.loads(results.read_text())
+    assert len(list((tmp_path / "tb").iterdir())) == len(doc["runs"])  # one HParams row per grid row
     assert doc["kind"] == "classical" and doc["dataset"]["clips"] == 40
     assert doc["cpu_steal_share"] is None or 0 <= doc["cpu_steal_share"] <= 1  # timed, so it says the host's steal
     names = [r["name"] for r in doc["runs"]]
@@ -89,9 +91,9 @@ def test_json_table_and_resume(tiny_root, tmp_path, monkeypatch):
     # the synthetic classes are easy: the best row separates them
     assert max(r["mean"]["accuracy"] for r in doc["runs"]) >= 0.9
 
-    import esc50_lightning.commands.classical as classical
+    import esc50_lightning.classical.grid as grid
 
-    monkeypatch.setattr(classical, "official_folds_cv", lambda *a, **k: pytest.fail("recomputed a finished row"))
+    monkeypatch.setattr(grid, "official_folds_cv", lambda *a, **k: pytest.fail("recomputed a finished row"))
     main(classical_args(tiny_root, tmp_path / "cache", results))
     again = json.loads(results.read_text())
     assert again["runs"] == doc["runs"] and again["dataset"] == doc["dataset"]

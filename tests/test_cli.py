@@ -130,9 +130,14 @@ def test_sweep_resumes_interrupted_fold_and_reports_status(tiny_root, tmp_path, 
     assert lines[0].startswith("sweep conv1d: fold 1: 1 of 1 epochs trained (") and "resumes from" in lines[0]
     assert lines[1] == "sweep conv1d: fold 2: not started"
     assert not (fold.parent / "fold2").exists()
-    main([*base, "--trainer.max_epochs=2"])
+    with pytest.raises(SystemExit):  # a changed setting is refused in one line, nothing trained
+        main([*base, "--trainer.max_epochs=2"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("esc50-lightning")]
+    assert err == [f"esc50-lightning: error: fold 1 in {fold.relative_to(tmp_path)} was trained with other settings "
+                   "(trainer.max_epochs 1 -> 2); add --restart to train it afresh, or use a new --sweep_dir"]
+    main(base)  # the same settings: resumed, tested from the checkpoint
     result = json.loads((fold / "result.json").read_text())
-    assert result["epochs"] == 2 and result["resumed"]
+    assert result["epochs"] == 1 and result["resumed"]
     assert result["train_seconds"] >= round(saved["time_elapsed"]["train"], 1)  # the first part counts too
     capsys.readouterr()
     main([*base, "--status"])
@@ -154,7 +159,7 @@ def test_unknown_config_key_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--trainer.callbacks+=esc50_lightning.training.averaging.WarmupEMA", "--trainer.callbacks.decay=1.5"],
+    (["--trainer.callbacks+=esc50_lightning.training.ema.WarmupEMA", "--trainer.callbacks.decay=1.5"],
      "WarmupEMA: decay must be in (0, 1), got 1.5"),
     (["--model.net.init_args.dropout=-1"], "dropout probability has to be between 0 and 1"),
 ])
@@ -186,3 +191,15 @@ def test_lightning_optimizer_and_scheduler_arguments_override(tiny_root, tmp_pat
     assert opt["param_groups"][0]["momentum"] == 0.9 and "betas" not in opt["param_groups"][0]
     (sched,) = last["lr_schedulers"]
     assert sched["step_size"] == 1 and sched["_last_lr"] == [0.025]  # one epoch: lr halved once
+
+
+def test_help_lists_every_command_in_the_order_of_the_study(capsys):
+    main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    listed = [line.split()[0] for line in lines if line.startswith("  ")]
+    assert listed == ["data", "plots", "classical", "fit", "validate", "test", "predict", "sweep", "ensemble",
+                      "classify", "export"]
+    assert all(len(line) <= 120 for line in lines)  # one line each
+    with pytest.raises(SystemExit):
+        main(["trian"])
+    assert "unknown command 'trian'" in capsys.readouterr().err

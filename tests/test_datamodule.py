@@ -54,9 +54,9 @@ def test_normalisation_statistics_come_from_training_clips(dm):
     dm.setup("fit")
     train = dm.inputs[dm.index["train"]]
     expected = train.double().mean(dim=(0, 2)).float()
-    torch.testing.assert_close(dm.normalizer.mean[:, 0], expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(dm.pipeline.normalizer.mean[:, 0], expected, atol=1e-4, rtol=0)
     everything = dm.inputs.double().mean(dim=(0, 2)).float()
-    assert not torch.allclose(dm.normalizer.mean[:, 0], everything, atol=1e-4)
+    assert not torch.allclose(dm.pipeline.normalizer.mean[:, 0], everything, atol=1e-4)
 
 
 def test_feature_cache_reused_across_folds(dm, tmp_path, monkeypatch):
@@ -93,3 +93,17 @@ def test_options_are_validated(tiny_root):
     with pytest.raises(ESC50Error, match="val_fraction"):
         ESC50DataModule(root=str(tiny_root), val_fraction=0.9)
     assert ESC50DataModule(augment=Augmentation(gain_db=3)).gain.max_db == 3
+
+
+def test_frontend_settings_are_the_datamodules_arguments(tiny_root, tmp_path):
+    """One list of input settings: the dataclass's fields, each a DataModule argument, and the
+    DataModule's pipeline is built from exactly them."""
+    import inspect
+
+    from esc50_lightning.features import FrontendSettings
+
+    arguments = inspect.signature(ESC50DataModule).parameters
+    assert set(FrontendSettings.names()) <= set(arguments)
+    dm = ESC50DataModule(root=str(tiny_root), cache_dir=str(tmp_path), **FAST_DATA)
+    assert dm.settings == FrontendSettings.from_mapping(dm.hparams)
+    assert dm.pipeline.settings is dm.settings and dm.feature_shape == dm.settings.shape

@@ -1,10 +1,11 @@
 """The hardware policy, with capability detection replaced: what each machine gets."""
 
 import logging
+import platform
 
 import pytest
 
-from esc50_lightning import hardware
+from esc50_lightning import allocator, hardware, provenance
 from esc50_lightning.hardware import Hardware, choose_precision, resolve_precision, resolve_switch
 
 NO_BF16 = {"avx2": True, "avx512": False, "avx512_bf16": False, "amx": False}
@@ -38,11 +39,26 @@ def test_native_bf16_from_cpu_flags(monkeypatch):
     assert hardware.detect("cpu").native_bf16 is True
 
 
+def gpu_bf16(native: bool):
+    """``torch.cuda.is_bf16_supported`` of a GPU: torch 2.11 counts emulated bf16 unless asked not
+    to, so a pre-Ampere GPU (V100, T4) answers True by default and False without emulation."""
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native or including_emulation
+
+    return is_bf16_supported
+
+
 def test_cuda_detected_with_and_without_bf16(monkeypatch):
+    import inspect
+
+    real = inspect.signature(hardware.torch.cuda.is_bf16_supported).parameters
+    assert inspect.signature(gpu_bf16(True)).parameters == real  # the model follows torch's function
     monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(hardware.torch.cuda, "get_device_name", lambda i: "Fake GPU")
-    for bf16, expected in ((True, "bf16-mixed"), (False, "16-mixed")):
-        monkeypatch.setattr(hardware.torch.cuda, "is_bf16_supported", lambda b=bf16: b)
+    for native, expected in ((True, "bf16-mixed"), (False, "16-mixed")):  # Ampere or later; V100, T4
+        monkeypatch.setattr(hardware.torch.cuda, "is_bf16_supported", gpu_bf16(native))
+        assert hardware.detect("auto").native_bf16 is native
         assert choose_precision(hardware.detect("auto"))[0] == expected
     assert hardware.detect("cpu").device == "cpu"  # an explicit CPU accelerator is honoured
 
@@ -82,7 +98,7 @@ def test_layout_and_compile_switches(monkeypatch):
 
 REALLOCATE = """
 import resource, torch
-from esc50_lightning.hardware import keep_freed_memory
+from esc50_lightning.allocator import keep_freed_memory
 applied = keep_freed_memory()
 def allocate_and_free(times):
     for _ in range(times):
@@ -94,24 +110,30 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(hardware.platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 @pytest.mark.parametrize("env", ["1", "0"])
 def test_freed_tensor_memory_is_reused_without_page_faults(env, monkeypatch):
     import subprocess
     import sys
 
-    monkeypatch.setenv(hardware.KEEP_FREED_MEMORY_ENV, env)
+    monkeypatch.setenv(allocator.KEEP_FREED_MEMORY_ENV, env)
     out = subprocess.run([sys.executable, "-c", REALLOCATE], capture_output=True, text=True, check=True).stdout
     applied, faults = out.split()
     assert applied == str(env == "1")
-    if env == "1":  # 8 x 64 MiB is 131,072 pages of 4 KiB: reused, almost none fault in again
-        assert int(faults) < 1000
+    if env == "1":  # 8 x 64 MiB is 131,072 pages of 4 KiB: reused, they do not fault in again
+        assert int(faults) <= 16384  # at most one block of eight again (a stray allocation can fence one in)
 
 
 def test_cpu_steal_share_reads_proc_stat_ticks(monkeypatch):
-    start = hardware.parse_cpu_times("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    start = provenance.parse_cpu_times("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
     assert start == (40, 1000)  # user nice system idle iowait irq softirq steal; guest is within user
-    assert hardware.parse_cpu_times("cpu  100 0 50 800 10 0 0\n") == (0, 960)  # kernels before steal
-    monkeypatch.setattr(hardware, "cpu_times", lambda: (540, 2000))
-    assert hardware.cpu_steal_share(start) == 0.5  # half of the last 1,000 ticks went to other guests
-    assert hardware.cpu_steal_share(None) is None
+    assert provenance.parse_cpu_times("cpu  100 0 50 800 10 0 0\n") == (0, 960)  # kernels before steal
+    monkeypatch.setattr(provenance, "cpu_times", lambda: (540, 2000))
+    assert provenance.cpu_steal_share(start) == 0.5  # half of the last 1,000 ticks went to other guests
+    assert provenance.cpu_steal_share(None) is None
+
+
+def test_machine_info_records_the_policy_and_the_allocator():
+    info = provenance.machine_info()
+    assert info["auto_precision"] in ("32-true", "bf16-mixed", "16-mixed")
+    assert info["malloc_keeps_freed_memory"] == allocator.freed_memory_kept()

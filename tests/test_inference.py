@@ -9,7 +9,8 @@ import torch
 
 from esc50_lightning.cli import main
 from esc50_lightning.commands.classify import windows
-from esc50_lightning.models.waveform import ConvPowerSpectrogram, load_checkpoint
+from esc50_lightning.features.conv_stft import ConvPowerSpectrogram
+from esc50_lightning.training.checkpoints import load_checkpoint
 
 from .test_cli import fast_args
 
@@ -47,6 +48,20 @@ def test_checkpoint_of_a_compiled_model_loads_and_exports_uncompiled(ckpt, tmp_p
     out = tmp_path / "model.pt"
     main(["export", "--ckpt", str(compiled_ckpt), "--format", "torchscript", "--out", str(out)])
     assert torch.jit.load(str(out))(torch.zeros(1, 40000)).shape == (1, 50)
+
+
+def test_checkpoint_written_before_the_input_pipeline_loads(ckpt, tmp_path):
+    """Checkpoints of earlier versions kept the DataModule's normaliser alone, with the front-end
+    settings in its hyper-parameters: they rebuild the same model, and test, classify and export."""
+    state = torch.load(ckpt, weights_only=False)
+    pipeline = state["ESC50DataModule"].pop("input_pipeline")
+    state["ESC50DataModule"]["normalizer"] = pipeline["normalizer"]
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    wave = 0.1 * torch.randn(2, 40000)
+    torch.testing.assert_close(load_checkpoint(old).module(wave), load_checkpoint(ckpt).module(wave))
+    main(["export", "--ckpt", str(old), "--format", "torchscript", "--out", str(tmp_path / "old.pt")])
+    assert torch.jit.load(str(tmp_path / "old.pt"))(wave).shape == (2, 50)
 
 
 def test_windows_cover_long_files():
@@ -142,3 +157,68 @@ def test_shift_averaging_in_evaluation_only():
     torch.testing.assert_close(model(x).exp(), expected)
     model.train()
     torch.testing.assert_close(model(x), model.net(x))
+
+
+@pytest.fixture(scope="module")
+def ckpt_b(tiny_root, tmp_path_factory):
+    """A second tiny model, another seed: with ``ckpt`` an ensemble of two."""
+    work = tmp_path_factory.mktemp("train_b")
+    main(["fit", *fast_args(tiny_root, work / "cache", epochs=1), "--data.val_strategy=none",
+          "--seed_everything=1", f"--trainer.default_root_dir={work}"])
+    (path,) = work.glob("lightning_logs/version_0/checkpoints/last.ckpt")
+    return path
+
+
+def test_several_checkpoints_classify_as_one_model(ckpt, ckpt_b, tmp_path, capsys):
+    from esc50_lightning.features.spectrogram import SpectrogramFrontend
+    from esc50_lightning.training.checkpoints import load_ensemble
+
+    model = load_ensemble([ckpt, ckpt_b])
+    assert sum(isinstance(m, SpectrogramFrontend) for m in model.module.modules()) == 1  # one shared front end
+    wave = 0.1 * torch.randn(3, 40000)
+    members = [load_checkpoint(p).module(wave).softmax(-1) for p in (ckpt, ckpt_b)]
+    torch.testing.assert_close(model.module(wave).exp(), torch.stack(members).mean(0))
+    clip = tmp_path / "x.wav"
+    sf.write(clip, 0.1 * np.random.default_rng(0).standard_normal(40000), 8000)
+    outputs = []
+    for argv in ([str(clip), "--ckpt", str(ckpt), str(ckpt_b)], ["--ckpt", str(ckpt), str(ckpt_b), str(clip)],
+                 ["--ckpt", str(ckpt), str(ckpt_b), "--", str(clip)], ["--ckpt", str(ckpt), "--ckpt", str(ckpt_b),
+                                                                       str(clip)]):
+        main(["classify", "--json", *argv])
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert all(o == outputs[0] for o in outputs) and outputs[0]["checkpoint"] == [str(ckpt), str(ckpt_b)]
+    main(["classify", "--ckpt", str(ckpt), str(clip), "--json"])  # one checkpoint: the spelling of before
+    assert json.loads(capsys.readouterr().out)["results"] != outputs[0]["results"]
+
+
+def test_ensemble_with_other_input_settings_is_refused(ckpt, ckpt_b, tmp_path, capsys):
+    state = torch.load(ckpt_b, weights_only=False)
+    state["ESC50DataModule"]["input_pipeline"]["settings"]["f_min"] = 50.0
+    other = tmp_path / "other.ckpt"
+    torch.save(state, other)
+    with pytest.raises(SystemExit):
+        main(["export", "--ckpt", str(ckpt), str(other), "--out", str(tmp_path / "m.pt")])
+    assert capsys.readouterr().err.strip() == (
+        f"esc50-lightning: error: {other} has data.f_min=50.0, {ckpt} 0.0: an ensemble shares one front end, "
+        "so its members' input settings must agree")
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_ensemble_matches_eager(ckpt, ckpt_b, tmp_path, fmt):
+    from esc50_lightning.training.checkpoints import load_ensemble
+
+    out = tmp_path / f"ensemble.{fmt}"
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnx")
+    main(["export", "--ckpt", str(ckpt), str(ckpt_b), "--format", fmt, "--out", str(out)])
+    wave = torch.randn(3, 40000) * 0.1
+    expected = load_ensemble([ckpt, ckpt_b]).module(wave).detach().numpy()
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        (logits,) = session.run(None, {"waveform": wave.numpy()})
+    else:
+        logits = torch.jit.load(str(out))(wave).detach().numpy()
+    np.testing.assert_allclose(logits, expected, atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(np.exp(logits).sum(1), 1.0, atol=1e-4)  # log of mean probabilities
+    assert json.loads(out.with_suffix(".json").read_text())["checkpoint"] == [str(ckpt), str(ckpt_b)]

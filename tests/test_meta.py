@@ -51,3 +51,18 @@ def test_malformed_and_missing_csv(tree):
     path.unlink()
     with pytest.raises(ESC50Error, match="metadata file not found"):
         load_metadata(tree, allow_subset=True)
+
+
+def test_partial_dataset_errors_name_the_flag_as_the_user_types_it(tiny_root, tmp_path, capsys):
+    from esc50_lightning.cli import main
+    from esc50_lightning.data import ESC50DataModule
+
+    with pytest.raises(ESC50Error, match=r"pass allow_subset=True for a partial dataset"):
+        load_metadata(tiny_root)  # from Python
+    with pytest.raises(ESC50Error, match=r"pass --data\.allow_subset true for a partial dataset"):
+        ESC50DataModule(root=str(tiny_root), cache_dir=str(tmp_path)).load_all()  # fit, sweep, classical
+    for command in (["data", "verify"], ["data", "info"], ["plots", "waveform", "--out", str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            main([*command, "--root", str(tiny_root)])
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "pass --allow-subset for a partial dataset" in line, command

@@ -63,19 +63,23 @@ def test_parallel_jobs_and_resume(tiny_root, tmp_path, monkeypatch):
     # interrupted after its last checkpoint: fold 2 resumes, fold 1 is not trained again
     (sweep_dir / "fold2" / "result.json").unlink()
     fold1 = (sweep_dir / "fold1" / "result.json").stat().st_mtime_ns
-    main([*args, "--trainer.max_epochs=2"])
+    main(args)  # the same settings (another is refused: tests/test_faults.py)
     assert (sweep_dir / "fold1" / "result.json").stat().st_mtime_ns == fold1
     fold2 = json.loads((sweep_dir / "fold2" / "result.json").read_text())
-    assert fold2["resumed"] is True and fold2["epochs"] == 2
+    assert fold2["resumed"] is True and fold2["epochs"] == 1
+    assert (sweep_dir / "fold2.log").read_text().count("=== ") == 2  # one header per attempt, both kept
 
 
-def test_failed_parallel_fold_is_one_clear_line(tiny_root, tmp_path, monkeypatch, capsys):
+def test_a_bad_option_stops_a_parallel_sweep_before_any_fold(tiny_root, tmp_path, monkeypatch, capsys):
+    """The driver parses the folds' options once: a bad one is refused there, not once per fold
+    process (a fold that fails in its process: tests/test_faults.py)."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         main(["sweep", *fast_args(tiny_root, tmp_path / "cache"), "--data.n_fft=not-a-number", "--folds", "1", "2",
               "--jobs", "2"])
-    err = capsys.readouterr().err
-    assert "fold 1 failed" in err or "fold 2 failed" in err
+    printed = capsys.readouterr()
+    assert "not-a-number" in printed.err.strip().splitlines()[-1] and "Traceback" not in printed.err
+    assert "started" not in printed.out and not list(tmp_path.rglob("fold*.log"))
 
 
 def test_ray_executor_on_a_local_cluster(tiny_root, tmp_path, monkeypatch):

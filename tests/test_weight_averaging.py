@@ -11,11 +11,11 @@ from esc50_lightning.cli import main
 from .test_cli import fast_args
 
 EMA = ["--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging", "--trainer.callbacks.decay=0.5"]
-WARMUP_EMA = ["--trainer.callbacks+=esc50_lightning.training.averaging.WarmupEMA", "--trainer.callbacks.decay=0.5"]
+WARMUP_EMA = ["--trainer.callbacks+=esc50_lightning.training.ema.WarmupEMA", "--trainer.callbacks.decay=0.5"]
 
 
 def test_warmup_ema_follows_its_recursion() -> None:
-    from esc50_lightning.training.averaging import WarmupEMA, warmup_decay
+    from esc50_lightning.training.ema import WarmupEMA, warmup_decay
 
     assert [warmup_decay(0.9, n) for n in (0, 1, 8, 80)] == [0.1, 2 / 11, 0.5, 0.9]
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
@@ -63,18 +63,31 @@ def test_sweep_records_the_ema_and_its_checkpoint_loads_averaged_weights(tiny_ro
         torch.testing.assert_close(value, ckpt["state_dict"][key])
 
 
-@pytest.mark.parametrize("recalibrate", [True, False])
+# How training ends (3 training batches an epoch on the tiny tree), and the epoch last.ckpt records.
+ENDINGS = {
+    "max_epochs": ([], 1),
+    "max_steps": (["--trainer.max_epochs=10", "--trainer.max_steps=4"], 1),  # one batch into the second epoch
+    "early_stopping": (["--trainer.max_epochs=10", "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
+                        "--trainer.callbacks.monitor=val/loss", "--trainer.callbacks.stopping_threshold=1e9"], 0),
+}
+
+
+@pytest.mark.parametrize("recalibrate, ending", [(True, "max_epochs"), (False, "max_epochs"), (True, "max_steps"),
+                                                 (True, "early_stopping")])
 def test_warmup_ema_saves_batchnorm_statistics_measured_for_the_averaged_weights(tiny_root, tmp_path, monkeypatch,
-                                                                                  recalibrate):
+                                                                                  recalibrate, ending):
     from esc50_lightning.data import ESC50DataModule
     from esc50_lightning.models import AudioClassifier
-    from esc50_lightning.training.averaging import recalibrate_batchnorm
+    from esc50_lightning.training.ema import recalibrate_batchnorm
 
     monkeypatch.chdir(tmp_path)
+    ends, last_epoch = ENDINGS[ending]
     main(["fit", *fast_args(tiny_root, tmp_path / "cache", "cnn.yaml", epochs=2), *WARMUP_EMA,
-          f"--trainer.callbacks.recalibrate_bn={str(recalibrate).lower()}"])
+          f"--trainer.callbacks.recalibrate_bn={str(recalibrate).lower()}", *ends])
     path = next(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt"))
-    saved = torch.load(path, weights_only=False)["state_dict"]
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint["epoch"] == last_epoch  # a rewritten checkpoint keeps Lightning's loop state
+    saved = checkpoint["state_dict"]
     model = AudioClassifier.load_from_checkpoint(path)
     dm = ESC50DataModule.load_from_checkpoint(path)
     dm.setup("fit")
@@ -108,7 +121,7 @@ def test_warmup_ema_trained_from_bare_dataloaders_warns_and_keeps_the_averaged_s
     from torch.utils.data import DataLoader, TensorDataset
 
     from esc50_lightning.models import CNN, AudioClassifier
-    from esc50_lightning.training.averaging import WarmupEMA
+    from esc50_lightning.training.ema import WarmupEMA
 
     model = AudioClassifier(net=lambda b, f, c: CNN(b, f, c, channels=(4,)), input_shape=(8, 8), num_classes=2)
     data = DataLoader(TensorDataset(torch.randn(8, 8, 8), torch.arange(8) % 2), batch_size=4)

@@ -1,4 +1,9 @@
-"""``esc50-lightning classify --ckpt FILE.ckpt AUDIO...``: class probabilities for any audio file.
+"""``esc50-lightning classify --ckpt FILE.ckpt [MORE.ckpt ...] AUDIO...``: class probabilities for any audio file.
+
+Several checkpoints classify as one model: their class probabilities averaged (one front end,
+each member's own normaliser; their input settings must agree). After the first checkpoint, only
+names ending in ``.ckpt`` are read as checkpoints, so ``--ckpt A.ckpt B.ckpt x.wav`` is two
+checkpoints and one audio file; checkpoints named otherwise go before ``--`` (``--ckpt A B -- x.wav``).
 
 Any format soundfile reads, any rate (resampled), any channel count (mixed to mono), any length:
 shorter files are zero-padded to the training clip length, longer ones are cut into windows of
@@ -16,7 +21,7 @@ import torch
 
 from esc50_lightning.data.audio import fix_length, load_clip
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.models.waveform import LoadedModel, load_checkpoint
+from esc50_lightning.training.checkpoints import LoadedModel, load_ensemble
 
 
 def windows(wave: torch.Tensor, size: int, overlap: float = 0.5) -> tuple[torch.Tensor, list[float]]:
@@ -44,11 +49,21 @@ def top(probs: torch.Tensor, names: list[str], k: int) -> list[dict]:
     return [{"class": names[i], "probability": round(float(v), 4)} for v, i in zip(values, index.tolist())]
 
 
+def checkpoints_and_audio(ckpts: list[str], audio: list[str], separated: bool) -> tuple[list[str], list[str]]:
+    """``--ckpt`` takes every name up to the next option: past the first, those not ending in
+    ``.ckpt`` are audio files (``--ckpt A.ckpt x.wav``), unless ``--`` set the audio apart."""
+    if separated:
+        return ckpts, audio
+    extra = [name for name in ckpts[1:] if not name.endswith(".ckpt")]
+    return [ckpts[0], *(name for name in ckpts[1:] if name.endswith(".ckpt"))], [*audio, *extra]
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="esc50-lightning classify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("audio", nargs="+", help="audio files (WAV, FLAC, OGG, ...)")
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by fit or sweep")
+    parser.add_argument("audio", nargs="*", help="audio files (WAV, FLAC, OGG, ...)")
+    parser.add_argument("--ckpt", required=True, nargs="+", action="extend",
+                        help="one or more checkpoints written by fit or sweep; several: their mean probabilities")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--windows", action="store_true", help="also show each window's top class")
@@ -56,9 +71,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="report unreadable files and carry on (exit status 1 if any)")
     args = parser.parse_args(argv)
+    args.ckpt, args.audio = checkpoints_and_audio(args.ckpt, args.audio, "--" in argv)
+    if not args.audio:
+        parser.error("the following arguments are required: audio")
     if not 0 <= args.overlap < 1:
         raise ESC50Error(f"--overlap must be in [0, 1), got {args.overlap}")
-    model = load_checkpoint(args.ckpt)
+    model = load_ensemble(args.ckpt)
     results, bad = [], []
     for path in args.audio:
         try:
@@ -79,6 +97,7 @@ def main(argv: list[str]) -> None:
             for w in entry.get("windows", []):
                 print(f"    {w['start']:7.2f} s  {w['class']} {w['probability']:.3f}")
     if args.json:
-        print(json.dumps({"checkpoint": args.ckpt, "results": results, "errors": bad}, indent=2))
+        checkpoint = args.ckpt[0] if len(args.ckpt) == 1 else args.ckpt
+        print(json.dumps({"checkpoint": checkpoint, "results": results, "errors": bad}, indent=2))
     if bad:
         sys.exit(1)

@@ -1,8 +1,10 @@
-"""``esc50-lightning export --ckpt FILE.ckpt --format torchscript|onnx --out FILE``.
+"""``esc50-lightning export --ckpt FILE.ckpt [MORE.ckpt ...] --format torchscript|onnx --out FILE``.
 
 The exported model takes a raw waveform ``(batch, samples)`` at the training sample rate
 (5 s: ``sample_rate * 5`` samples) and returns ``(batch, 50)`` logits; the spectrogram front end
 and the normalisation are inside. Class names and the sample rate go in a ``.json`` next to it.
+Several checkpoints export as one graph: one front end, each member's normaliser and network, and
+the log of their mean class probabilities as the logits (their input settings must agree).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from pathlib import Path
 import torch
 
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.models.waveform import load_checkpoint
+from esc50_lightning.training.checkpoints import load_ensemble
 
 
-def export(ckpt: str, fmt: str, out: str | Path) -> Path:
-    model = load_checkpoint(ckpt)
+def export(ckpt: str | list[str], fmt: str, out: str | Path) -> Path:
+    """Write ``out`` (and its ``.json``) from one checkpoint or several (an ensemble)."""
+    model = load_ensemble([ckpt] if isinstance(ckpt, (str, Path)) else ckpt)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, model.clip_samples)
@@ -36,7 +39,8 @@ def export(ckpt: str, fmt: str, out: str | Path) -> Path:
         torch.onnx.export(module, (example,), str(out), input_names=["waveform"], output_names=["logits"],
                           dynamic_axes={"waveform": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                           dynamo=False)
-    meta = {"format": fmt, "checkpoint": str(ckpt), "sample_rate": model.sample_rate,
+    checkpoint = str(ckpt) if isinstance(ckpt, (str, Path)) else [str(c) for c in ckpt]
+    meta = {"format": fmt, "checkpoint": checkpoint, "sample_rate": model.sample_rate,
             "input_samples": model.clip_samples, "class_names": model.class_names}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
@@ -45,9 +49,10 @@ def export(ckpt: str, fmt: str, out: str | Path) -> Path:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="esc50-lightning export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--ckpt", required=True, nargs="+", action="extend",
+                        help="one or more checkpoints written by fit or sweep; several: one graph, their mean")
     parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    path = export(args.ckpt, args.format, args.out)
+    path = export(args.ckpt[0] if len(args.ckpt) == 1 else args.ckpt, args.format, args.out)
     print(f"export: {path} ({path.stat().st_size // 1024} KB) and {path.with_suffix('.json')}")

@@ -46,7 +46,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def clips_for(args: argparse.Namespace) -> list[tuple]:
     root = ensure_dataset(args.root)
-    meta = load_metadata(root, allow_subset=args.allow_subset)
+    meta = load_metadata(root, allow_subset=args.allow_subset, subset_hint="--allow-subset")
     if args.per_class:
         rows = meta.groupby("target").head(1).sort_values("target")
     else:

@@ -1,13 +1,11 @@
-"""Decode clips once (soundfile), mix to mono, resample (torchaudio), fix the length, cache.
+"""Decode clips (soundfile), mix to mono, resample (torchaudio), fix the length.
 
-All 2,000 clips of ESC-50 become one ``(clips, samples)`` float32 tensor, saved on disk under a
-key of everything that produced it, so later runs memory-map it instead of decoding again.
+All 2,000 clips of ESC-50 become one ``(clips, samples)`` float32 tensor; ``data.cache`` keeps it
+on disk so that later runs memory-map it instead of decoding again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +18,6 @@ import torchaudio.functional as AF
 from esc50_lightning.data.integrity import declared_length_problem
 from esc50_lightning.errors import ESC50Error
 
-CACHE_VERSION = 1
 CLIP_SECONDS = 5.0
 
 
@@ -109,50 +106,3 @@ def decode_and_resample(
             batch = torch.stack([fix_length(torch.from_numpy(m), src_len) for _, m in chunk])
             out[[i for i, _ in chunk]] = fix_length(AF.resample(batch, rate, sample_rate), num_samples)
     return out, bool(pending)
-
-
-def file_stamp(path: Path) -> tuple[str, int, int]:
-    """Absolute path, size and modification time: what tells a changed file."""
-    st = os.stat(path)
-    return os.path.abspath(path), st.st_size, st.st_mtime_ns
-
-
-def cache_key(paths: list[Path], sample_rate: int, seconds: float) -> str:
-    """Hash of what produced a waveform tensor: files (path, size, mtime), rate, length, code."""
-    blob = json.dumps([CACHE_VERSION, sample_rate, seconds, [file_stamp(p) for p in paths]])
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary name, then rename: an interrupted save leaves no cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_cached(path: Path) -> torch.Tensor | None:
-    """A cached tensor, memory-mapped, or ``None`` when absent or unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, mmap=True, weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError):
-        return None
-
-
-def cached_clips(
-    paths: list[Path], sample_rate: int, cache_dir: Path, seconds: float = CLIP_SECONDS, always: bool = True
-) -> torch.Tensor:
-    """``decode_clips`` behind an on-disk cache keyed by ``cache_key``.
-
-    With ``always=False`` a new cache file is written only when resampling was needed: decoding
-    16-bit files at their own rate is as fast as reading back a float32 copy of them.
-    """
-    path = Path(cache_dir) / f"waveforms-{sample_rate}-{cache_key(paths, sample_rate, seconds)}.pt"
-    waves = load_cached(path)
-    if waves is None:
-        waves, resampled = decode_and_resample(paths, sample_rate, seconds)
-        if always or resampled:
-            save_atomic(waves, path)
-    return waves

@@ -7,8 +7,6 @@ fold, only index lists and the normalisation statistics (training clips only) ch
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,15 +16,17 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import DataLoader
 
-from esc50_lightning.data.audio import CLIP_SECONDS, cache_key, cached_clips, load_cached, save_atomic
+from esc50_lightning.data.audio import CLIP_SECONDS
+from esc50_lightning.data.cache import cached_clips, cached_features
 from esc50_lightning.data.download import default_cache_dir, ensure_dataset
 from esc50_lightning.data.meta import NUM_CLASSES, class_names, load_metadata
 from esc50_lightning.data.slices import SliceDataset, keep_batch
+from esc50_lightning.data.splits import validation_folds, validation_split
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.features import RandomGain, SpectrogramFrontend, Standardize, build_augment, compute_features, pool
+from esc50_lightning.features import RandomGain, build_augment, compute_features, pool
+from esc50_lightning.features.pipeline import FrontendSettings, InputPipeline
 from esc50_lightning.features.spectrogram import FeatureKind, num_frames
 
 
@@ -53,9 +53,11 @@ class ESC50DataModule(L.LightningDataModule):
     """ESC-50 with ``fold`` as the test fold and the other four for training.
 
     Args:
-        root: dataset root (``audio/``, ``meta/esc50.csv``); default ``$ESC50_ROOT`` or a cache
-            folder, downloaded when missing.
-        fold: the test fold, 1-5. It never selects a checkpoint.
+        root: dataset root (``audio/``, ``meta/esc50.csv``); default ``$ESC50_ROOT``, else a cache
+            folder, downloaded when missing (a named root never is: ``data fetch`` installs it).
+        fold: the test fold, 1-5, or ``all``: train on every clip of the five folds (validation,
+            if any, from a grouped split of them) with no fold held out, so nothing to test.
+            It never selects a checkpoint.
         sample_rate: clips are resampled to this rate (Hz) and fixed to ``clip_seconds``.
         feature, n_fft, win_length, hop_length, n_mels, f_min, f_max, top_db: the spectrogram
             (``features.SpectrogramFrontend``).
@@ -63,6 +65,7 @@ class ESC50DataModule(L.LightningDataModule):
         val_strategy: ``grouped`` carves ``val_fraction`` of the training folds out for
             validation, stratified by class and grouped by ``src_file`` (clips cut from one
             recording stay together); ``none`` trains on all four folds without validation.
+            ``val_fraction``: m/k with k <= 20 (``data.splits``).
         augment: training-batch augmentation (``Augmentation``).
         precompute: compute all spectrograms once (default). ``False`` keeps waveforms and
             computes features per batch in ``on_after_batch_transfer``.
@@ -74,7 +77,7 @@ class ESC50DataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | None = None,
-        fold: int = 1,
+        fold: int | Literal["all"] = 1,
         sample_rate: int = 16000,
         clip_seconds: float = CLIP_SECONDS,
         feature: FeatureKind = "log_mel",
@@ -96,10 +99,9 @@ class ESC50DataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if fold not in range(1, 6):
-            raise ESC50Error(f"data.fold must be 1-5, got {fold}")
-        if not 0 < val_fraction < 0.5:
-            raise ESC50Error(f"data.val_fraction must be in (0, 0.5), got {val_fraction}")
+        if fold != "all" and fold not in range(1, 6):
+            raise ESC50Error(f"data.fold must be 1-5 or all, got {fold}")
+        validation_folds(val_fraction)  # a fraction it cannot split to fails here, in one line
         self.save_hyperparameters()
         self.root, self.fold, self.sample_rate = root, fold, sample_rate
         self.clip_seconds, self.batch_size = clip_seconds, batch_size
@@ -107,11 +109,9 @@ class ESC50DataModule(L.LightningDataModule):
         self.precompute, self.num_workers, self.allow_subset, self.seed = (
             precompute, num_workers, allow_subset, seed)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "cache"
-        self.feature_params = dict(
-            kind=feature, sample_rate=sample_rate, n_fft=n_fft, win_length=win_length,
-            hop_length=hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max, top_db=top_db,
-        )
-        self.frontend = SpectrogramFrontend(**self.feature_params)
+        self.settings = FrontendSettings(feature, sample_rate, clip_seconds, n_fft, win_length, hop_length,
+                                         n_mels, f_min, f_max, top_db)
+        self.pipeline = InputPipeline(self.settings)
         augment = asdict(augment or Augmentation())
         self.gain = RandomGain(augment.pop("gain_db"))
         crop_seconds = augment.pop("crop_seconds")
@@ -119,7 +119,6 @@ class ESC50DataModule(L.LightningDataModule):
             raise ESC50Error(f"data.augment.crop_seconds must be >= 0, got {crop_seconds}")
         crop_frames = num_frames(int(round(sample_rate * crop_seconds)), hop_length) if crop_seconds else 0
         self.augment = build_augment(**augment, crop_frames=crop_frames)
-        self.normalizer = Standardize(self.feature_shape[0])
         self.meta = None
         self.class_names: list[str] = [f"class_{i}" for i in range(NUM_CLASSES)]
 
@@ -127,9 +126,7 @@ class ESC50DataModule(L.LightningDataModule):
     @property
     def feature_shape(self) -> tuple[int, int]:
         """``(bins, frames)`` of one clip's spectrogram."""
-        p = self.feature_params
-        bins = p["n_fft"] // 2 + 1 if p["kind"] == "linear" else p["n_mels"]
-        return bins, num_frames(int(round(self.sample_rate * self.clip_seconds)), p["hop_length"])
+        return self.settings.shape
 
     @property
     def num_classes(self) -> int:
@@ -145,45 +142,36 @@ class ESC50DataModule(L.LightningDataModule):
         if self.meta is not None:
             return
         self.root = str(ensure_dataset(self.root))
-        self.meta = load_metadata(self.root, allow_subset=self.allow_subset)
+        self.meta = load_metadata(self.root, allow_subset=self.allow_subset, subset_hint="--data.allow_subset true")
         self.class_names = class_names(self.meta)
         self.targets = torch.tensor(self.meta["target"].to_numpy(), dtype=torch.long)
         paths = [Path(self.root) / "audio" / f for f in self.meta["filename"]]
         if not self.precompute:
             self.inputs = cached_clips(paths, self.sample_rate, self.cache_dir, self.clip_seconds)
             return
-        key = json.dumps([cache_key(paths, self.sample_rate, self.clip_seconds), self.feature_params])
-        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-        path = self.cache_dir / f"features-{self.feature_params['kind']}-{digest}.pt"
-        features = load_cached(path)
-        if features is None:
-            waves = cached_clips(paths, self.sample_rate, self.cache_dir, self.clip_seconds, always=False)
-            features = compute_features(self.frontend, waves, self._device())
-            save_atomic(features, path)
-            self.inputs = features
-        else:
-            self.inputs = features.clone()  # memory-mapped -> RAM: batches are random slices
+        self.inputs = cached_features(paths, self.settings.as_dict(), self.cache_dir,
+                                      lambda waves: compute_features(self.pipeline.frontend, waves, self._device()))
 
     def all_features(self) -> torch.Tensor:
         """Spectrograms of every clip ``(clips, bins, frames)``, un-normalised."""
         self.load_all()
         if self.precompute:
             return self.inputs
-        return compute_features(self.frontend, self.inputs, self._device())
+        return compute_features(self.pipeline.frontend, self.inputs, self._device())
 
     # ----- one fold -----
     def split(self) -> dict[str, np.ndarray]:
-        """Clip indices of ``train``, ``val`` (maybe empty) and ``test`` for ``self.fold``."""
+        """Clip indices of ``train``, ``val`` (maybe empty) and ``test`` for ``self.fold``
+        (with fold ``all``, ``test`` is empty)."""
         self.load_all()
         folds = self.meta["fold"].to_numpy()
-        test = np.flatnonzero(folds == self.fold)
-        train = np.flatnonzero(folds != self.fold)
+        held_out = folds == self.fold if self.fold != "all" else np.zeros(len(folds), dtype=bool)
+        test, train = np.flatnonzero(held_out), np.flatnonzero(~held_out)
         val = np.array([], dtype=int)
         if self.val_strategy == "grouped":
-            splitter = StratifiedGroupKFold(
-                n_splits=round(1 / self.val_fraction), shuffle=True, random_state=self.seed)
-            fit_pos, val_pos = next(splitter.split(
-                train, self.meta["target"].to_numpy()[train], self.meta["src_file"].to_numpy()[train]))
+            fit_pos, val_pos = validation_split(
+                self.meta["target"].to_numpy()[train], self.meta["src_file"].to_numpy()[train], self.val_fraction,
+                self.seed)
             train, val = train[fit_pos], train[val_pos]
         assert not set(train) & set(test) and not set(val) & set(test) and not set(train) & set(val)
         return {"train": train, "val": val, "test": test}
@@ -200,8 +188,8 @@ class ESC50DataModule(L.LightningDataModule):
         if self.precompute:
             train_features = self.inputs[train]
         else:
-            train_features = compute_features(self.frontend, self.inputs[train], self._device())
-        self.normalizer.fit(train_features)
+            train_features = compute_features(self.pipeline.frontend, self.inputs[train], self._device())
+        self.pipeline.fit(train_features)
 
     def pooled_features(self, how: str = "mean") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(X, y, folds, groups)`` for every clip: pooled features for scikit-learn.
@@ -247,16 +235,17 @@ class ESC50DataModule(L.LightningDataModule):
     def model_inputs(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
         """What the model sees of a batch of clips (or precomputed features), on their device:
         features, normalisation and, with ``augment``, the training augmentation."""
+        pipeline = self.pipeline.to(x.device)
         if not self.precompute:
-            x = self.frontend.to(x.device)(x)
+            x = pipeline.features(x)
         if augment:
             x = self.gain.train()(x)  # dB offset: before normalisation
-        x = self.normalizer.to(x.device)(x)
+        x = pipeline.normalize(x)
         return self.augment.train()(x) if augment else x
 
     def clean_batches(self, part: str, device: torch.device, seed: int = 0) -> Iterator[torch.Tensor]:
         """``part``'s clips as evaluation sees them (no augmentation), ``batch_size`` at a time in
-        a fixed shuffled order: for statistics such as BatchNorm's (``training.averaging``)."""
+        a fixed shuffled order: for statistics such as BatchNorm's (``training.ema``)."""
         index = self.index[part]
         order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(seed)).numpy()]
         for start in range(0, len(order), self.batch_size):
@@ -264,8 +253,17 @@ class ESC50DataModule(L.LightningDataModule):
 
     # ----- what a checkpoint needs to use the model on new audio -----
     def state_dict(self) -> dict:
-        return {"normalizer": self.normalizer.state_dict(), "class_names": self.class_names}
+        return {"input_pipeline": self.pipeline.checkpoint_state(), "class_names": self.class_names}
 
     def load_state_dict(self, state: dict) -> None:
-        self.normalizer.load_state_dict(state["normalizer"])
+        self.pipeline = self.pipeline_from_checkpoint(state, self.hparams)
         self.class_names = list(state["class_names"])
+
+    @staticmethod
+    def pipeline_from_checkpoint(state: dict, hparams: dict) -> InputPipeline:
+        """The input pipeline saved by ``state_dict``; checkpoints written before the pipeline had
+        a home of its own kept the normaliser alone, with the settings in the hyper-parameters."""
+        if "input_pipeline" in state:
+            return InputPipeline.from_checkpoint_state(state["input_pipeline"])
+        return InputPipeline.from_checkpoint_state(
+            {"settings": FrontendSettings.from_mapping(hparams).as_dict(), "normalizer": state["normalizer"]})

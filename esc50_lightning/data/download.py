@@ -1,20 +1,36 @@
-"""Install ESC-50: download the official archive (resumable), verify, extract atomically."""
+"""Install ESC-50: download the official archive (resumable), verify, extract atomically.
+
+Only the default root (no root given, ``ESC50_ROOT`` unset) is downloaded into on demand; a root
+the user named is only ever downloaded into by ``esc50-lightning data fetch``, so that a typo
+costs one line, not a 600 MB download into the typo's parent. A download holds a lock file beside
+the root: processes started together on a fresh machine (``sweep --jobs``, Ray, a SLURM array
+sharing a filesystem) wait for the first one, then find the dataset installed.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from esc50_lightning.errors import ESC50Error
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; concurrent first downloads are not guarded there
+    fcntl = None
+
 URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
+log = logging.getLogger("esc50_lightning")
 
 
 def default_cache_dir() -> Path:
@@ -107,12 +123,56 @@ def install_archive(archive: str | Path, root: str | Path) -> Path:
     return root
 
 
-def ensure_dataset(root: str | Path | None = None, url: str = URL) -> Path:
-    """Return an installed ESC-50 root, downloading the official archive when it is missing."""
+def lock_path(root: str | Path) -> Path:
+    """``<root>.lock``, beside the root (the root itself appears only when installed)."""
+    root = Path(root)
+    return root.with_name(root.name + ".lock")
+
+
+@contextmanager
+def dataset_lock(root: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<root>.lock`` (waiting, with one line, while another
+    process holds it). The kernel releases it when the holder exits, however it exits."""
+    path = lock_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info(f"waiting for another process installing ESC-50 into {root} (lock {path})")
+                fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def missing_dataset_error(root: Path, source: str = "") -> ESC50Error:
+    return ESC50Error(
+        f"{root}{source}: no ESC-50 dataset here (no meta/esc50.csv and audio/); check the path, or install it "
+        f"with `esc50-lightning data fetch --root {root}` (add `--archive ESC-50-master.zip` for a local copy)")
+
+
+def ensure_dataset(root: str | Path | None = None, url: str = URL, fetch: bool = False) -> Path:
+    """Return an installed ESC-50 root.
+
+    A missing dataset is downloaded (``url``) only into the default root (``root`` None and
+    ``ESC50_ROOT`` unset), or into any root with ``fetch`` (``data fetch``); a named root without
+    ESC-50 is an ``ESC50Error`` that names it. The download holds ``dataset_lock(root)``: call this
+    once before starting processes that would all need the dataset.
+    """
+    source = "" if root else " (from ESC50_ROOT)" if os.environ.get("ESC50_ROOT") else None
     root = Path(root) if root else default_root()
     if is_installed(root):
         return root
-    archive = download(url, root.parent / "ESC-50-master.zip")
-    install_archive(archive, root)
-    archive.unlink()
+    if source is not None and not fetch:
+        raise missing_dataset_error(root, source)
+    with dataset_lock(root):
+        if is_installed(root):  # installed by the process we waited for
+            return root
+        archive = download(url, root.with_name(root.name + ".zip"))
+        install_archive(archive, root)
+        archive.unlink()
     return root

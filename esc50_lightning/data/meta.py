@@ -18,12 +18,14 @@ def metadata_path(root: str | Path) -> Path:
     return Path(root) / "meta" / "esc50.csv"
 
 
-def load_metadata(root: str | Path, allow_subset: bool = False) -> pd.DataFrame:
+def load_metadata(root: str | Path, allow_subset: bool = False, subset_hint: str = "allow_subset=True") -> pd.DataFrame:
     """Return the validated metadata table of an ESC-50 root, sorted by file name.
 
     Checks the columns, folds 1-5, targets 0-49 with one category name each, unique file
     names and that every listed clip exists under ``root/audio``. The complete-dataset checks
     (all 50 classes, 40 clips per class, all 5 folds) are skipped with ``allow_subset``.
+    ``subset_hint``: ``allow_subset`` as the caller's user types it (``--allow-subset``,
+    ``--data.allow_subset true``), named in the error that asks for it.
     """
     path = metadata_path(root)
     if not path.is_file():
@@ -63,10 +65,11 @@ def load_metadata(root: str | Path, allow_subset: bool = False) -> pd.DataFrame:
             raise ESC50Error(
                 f"{path}: expected {NUM_CLASSES} classes x {CLIPS_PER_CLASS} clips, found "
                 f"{len(counts)} classes with {counts.min()}-{counts.max()} clips "
-                "(pass allow_subset=True for a partial dataset)"
+                f"(pass {subset_hint} for a partial dataset)"
             )
         if meta["fold"].nunique() != NUM_FOLDS:
-            raise ESC50Error(f"{path}: expected folds 1-5, found {sorted(meta['fold'].unique().tolist())}")
+            raise ESC50Error(f"{path}: expected folds 1-5, found {sorted(meta['fold'].unique().tolist())} "
+                             f"(pass {subset_hint} for a partial dataset)")
     audio_dir = Path(root) / "audio"
     absent = [f for f in meta["filename"] if not (audio_dir / f).is_file()]
     if absent:

@@ -11,6 +11,7 @@ from esc50_lightning.features.augment import (
     stretch_and_shift,
 )
 from esc50_lightning.features.normalize import Standardize
+from esc50_lightning.features.pipeline import CLIP_SECONDS, FrontendSettings, InputPipeline
 from esc50_lightning.features.pooling import pool
 from esc50_lightning.features.spectrogram import (
     FEATURE_KINDS,
@@ -21,7 +22,8 @@ from esc50_lightning.features.spectrogram import (
 )
 
 __all__ = [
-    "FEATURE_KINDS", "RandomCrop", "RandomGain", "RandomStretch", "RandomTimeShift", "SpecAugment",
+    "CLIP_SECONDS", "FEATURE_KINDS", "FrontendSettings", "InputPipeline",
+    "RandomCrop", "RandomGain", "RandomStretch", "RandomTimeShift", "SpecAugment",
     "SpectrogramFrontend",
     "Standardize", "build_augment", "compute_features", "num_frames", "pool", "power_to_db", "stretch_and_shift",
 ]

@@ -2,6 +2,6 @@
 
 from esc50_lightning.models.classifier import AudioClassifier
 from esc50_lightning.models.nets import CNN, MLP, Conv1D
-from esc50_lightning.models.waveform import WaveformClassifier, load_checkpoint
+from esc50_lightning.models.waveform import EnsembleClassifier, WaveformClassifier
 
-__all__ = ["CNN", "MLP", "AudioClassifier", "Conv1D", "WaveformClassifier", "load_checkpoint"]
+__all__ = ["CNN", "MLP", "AudioClassifier", "Conv1D", "EnsembleClassifier", "WaveformClassifier"]

@@ -207,18 +207,8 @@ class AudioClassifier(L.LightningModule):
         self.log_dict(self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self.confusion = self.test_confusion.compute().cpu()  # summed over DDP ranks
+        self.confusion = self.test_confusion.compute().cpu()  # summed over DDP ranks; drawn by a callback
         self.test_confusion.reset()
-        if not self.trainer.is_global_zero:
-            return
-        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
-        logger = self.logger
-        if logger is not None and hasattr(logger.experiment, "add_figure"):
-            from esc50_lightning.figures import confusion_figure
-
-            names = names or [str(i) for i in range(self.confusion.shape[0])]
-            logger.experiment.add_figure("test/confusion_matrix", confusion_figure(
-                self.confusion.numpy(), names), self.global_step)
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch[0]).softmax(-1)

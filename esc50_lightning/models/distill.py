@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from esc50_lightning.errors import ESC50Error
+from esc50_lightning.features.pipeline import FrontendSettings
 
 SPLIT_KEYS = ("fold", "val_strategy", "val_fraction", "seed")
-INPUT_KEYS = ("sample_rate", "clip_seconds", "feature", "n_fft", "win_length", "hop_length", "n_mels",
-              "f_min", "f_max", "top_db")
+INPUT_KEYS = FrontendSettings.names()
 
 
 def teacher_path(pattern: str, fold: int) -> Path:

@@ -1,32 +1,37 @@
 """Where the folds of a sweep run: here one after another, in N local processes, or on Ray.
 
 Executors only decide *where*. Every fold runs ``run_fold``, which resumes from its last
-checkpoint and writes ``<sweep_dir>/fold<K>/result.json``; the sweep then aggregates the fold
-folders, whoever wrote them.
+checkpoint and writes its folder's result (``training.sweep.FoldDir``); the sweep then
+aggregates the fold folders, whoever wrote them.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import secrets
+import shlex
 import subprocess
 import sys
+import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from esc50_lightning.atomic import write_atomic, write_text_atomic
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.training.fold import run_fold
+from esc50_lightning.training.sweep import FoldDir, token_file
 
-CHECKPOINTS = "checkpoints"
 
-
-def run_here(fit_args: list[str], folds: list[int], sweep_dir: Path) -> None:
+def run_here(fit_args: list[str], folds: list[int], sweep_dir: Path, restart: bool = False) -> None:
     """One fold after another in this process (DDP strategies included)."""
     for fold in folds:
-        result = run_fold(fit_args, fold, sweep_dir / f"fold{fold}")
+        result = run_fold(fit_args, FoldDir(sweep_dir, fold), restart)
         if rank_zero_only.rank == 0:
             print(f"fold {fold}: accuracy {result['accuracy']:.4f}")
 
@@ -43,34 +48,55 @@ def process_slots(jobs: int) -> list[dict[str, str]]:
     return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(jobs)]
 
 
-def run_processes(fit_args: list[str], folds: list[int], sweep_dir: Path, jobs: int) -> None:
-    """``jobs`` folds at a time, each in a process of its own (``python -m
-    esc50_lightning.training.fold``); each fold's console output goes to ``fold<K>.log``."""
+def run_processes(fit_args: list[str], folds: list[int], sweep_dir: Path, jobs: int, restart: bool = False) -> None:
+    """``jobs`` folds at a time, each in a process of its own (the hidden ``fold-worker``
+    command), its console output appended to the fold's log file under one header line per
+    attempt. A failed fold is reported the moment it fails; then no queued fold starts, the
+    running ones finish (their results are kept), and one error names the failed folds."""
     slots: queue.Queue[dict[str, str]] = queue.Queue()
     for slot in process_slots(jobs):
         slots.put(slot)
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    started: list[int] = []
+    failed: list[int] = []
+    stop = threading.Event()
 
     def one(fold: int) -> None:
+        if stop.is_set():  # a fold failed: start no more
+            return
+        started.append(fold)
         slot = slots.get()
-        log = sweep_dir / f"fold{fold}.log"
+        log = FoldDir(sweep_dir, fold).log_file
+        command = ["fold-worker", str(fold), str(sweep_dir), *(["--restart"] if restart else []), *fit_args]
         try:
-            command = [sys.executable, "-m", "esc50_lightning.training.fold", str(fold),
-                       str(sweep_dir / f"fold{fold}"), *fit_args]
-            print(f"fold {fold}: started ({', '.join(f'{k}={v}' for k, v in slot.items())}; output in {log})")
-            with open(log, "w") as out:
-                code = subprocess.run(command, env={**os.environ, **slot}, stdout=out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL).returncode
+            print(f"fold {fold}: started ({', '.join(f'{k}={v}' for k, v in slot.items())}; output in {log})",
+                  flush=True)
+            with open(log, "a") as out:  # a resumed fold keeps the output of its earlier attempts
+                out.write(f"=== {datetime.now().isoformat(timespec='seconds')} esc50-lightning {shlex.join(command)}\n")
+                out.flush()
+                start = out.tell()
+                code = subprocess.run([sys.executable, "-m", "esc50_lightning", *command], env={**os.environ, **slot},
+                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+            if code != 0:
+                stop.set()  # before this slot frees: no queued fold starts after a failure
+                failed.append(fold)
+                with open(log, errors="replace") as attempt:
+                    attempt.seek(start)
+                    lines = attempt.read().strip().splitlines() or ["(no output)"]
+                print(f"fold {fold} failed (exit status {code}): {lines[-1]} (see {log})", file=sys.stderr, flush=True)
+            else:
+                print(f"fold {fold}: done", flush=True)
         finally:
             slots.put(slot)
-        if code != 0:
-            lines = log.read_text(errors="replace").strip().splitlines() or ["(no output)"]
-            raise ESC50Error(f"fold {fold} failed (exit status {code}): {lines[-1]} (see {log})")
-        print(f"fold {fold}: done")
 
     with ThreadPoolExecutor(jobs) as pool:
         for future in [pool.submit(one, fold) for fold in folds]:
             future.result()
+    if failed:
+        unstarted = [f for f in folds if f not in started]
+        raise ESC50Error(f"fold{'s' * (len(failed) > 1)} {', '.join(map(str, sorted(failed)))} failed (see above)"
+                         + (f"; not started: {', '.join(map(str, unstarted))}" if unstarted else "")
+                         + "; the other folds' results are kept, and the same command resumes the sweep")
 
 
 def inline_configs(fit_args: list[str]) -> list[str]:
@@ -87,19 +113,54 @@ def inline_configs(fit_args: list[str]) -> list[str]:
     return out
 
 
-def fold_task(fit_args: list[str], fold: int, fold_dir: str) -> dict[str, bytes]:
-    """A Ray task: run one fold into ``fold_dir`` on the worker; return the fold folder's files
-    (all but checkpoints), so they reach the driver's sweep folder over any filesystem."""
-    root = Path(fold_dir)
-    run_fold(fit_args, fold, root)
+def fold_files(fold_dir: FoldDir) -> dict[str, bytes]:
+    """The fold folder's files but its checkpoints (big; they stay where the fold trained)."""
+    root = fold_dir.path
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and CHECKPOINTS not in p.relative_to(root).parts}
+            if p.is_file() and not fold_dir.is_checkpoint_file(p)}
 
 
-def run_ray(fit_args: list[str], folds: list[int], sweep_dir: Path, cpus: float | None, gpus: float | None) -> None:
+def sees_driver_folder(sweep_dir: str | Path, token: str) -> bool:
+    """Whether this machine sees the driver's sweep folder: its token file holds this run's token."""
+    try:
+        return token_file(sweep_dir).read_text().strip() == token
+    except OSError:
+        return False
+
+
+def fold_task(fit_args: list[str], fold: int, sweep_dir: str, restart: bool = False,
+              token: str | None = None) -> dict[str, bytes]:
+    """A Ray task: run one fold and return its folder's files (all but checkpoints), so they reach
+    the driver's sweep folder over any filesystem. Where the worker sees the driver's folder
+    (``token``, a shared filesystem) the fold runs there: it resumes, and a changed setting is
+    refused (``run_fold``), as in any executor. Elsewhere it runs in a fresh private folder, so a
+    checkpoint an earlier, deleted sweep left at the same path on this machine is never resumed."""
+    if token is None or sees_driver_folder(sweep_dir, token):
+        fold_dir = FoldDir(Path(sweep_dir), fold)
+        run_fold(fit_args, fold_dir, restart)
+        return fold_files(fold_dir)
+    with tempfile.TemporaryDirectory(prefix=f"esc50-fold{fold}-") as private:
+        fold_dir = FoldDir(Path(private), fold)
+        run_fold(fit_args, fold_dir, restart)
+        return fold_files(fold_dir)
+
+
+def save_fold_files(fold_dir: FoldDir, files: dict[str, bytes]) -> None:
+    """Write a Ray task's returned files into the driver's fold folder, each atomically and the
+    result last: an interrupted driver leaves whole files, and a result only beside the rest."""
+    result = str(fold_dir.result_file.relative_to(fold_dir.path))
+    for name in sorted(files, key=lambda name: name == result):
+        target, blob = fold_dir.path / name, files[name]
+        if not (target.exists() and target.read_bytes() == blob):  # a shared filesystem has it already
+            write_atomic(target, lambda f, blob=blob: f.write(blob))
+
+
+def run_ray(fit_args: list[str], folds: list[int], sweep_dir: Path, cpus: float | None, gpus: float | None,
+            restart: bool = False) -> None:
     """Every fold a Ray task with ``cpus``/``gpus`` (default: 1 GPU each when the cluster has
     GPUs, else its CPUs shared between the folds). Joins the cluster at ``RAY_ADDRESS``, else
-    starts a local one."""
+    starts a local one. Waits for every task: each fold's files are saved as it ends, a failed
+    fold is reported as it fails, and one error at the end names every failed fold."""
     try:
         import ray
     except ImportError:
@@ -114,16 +175,25 @@ def run_ray(fit_args: list[str], folds: list[int], sweep_dir: Path, cpus: float 
         cpus = 1.0 if gpus else max(1.0, resources.get("CPU", 1) // len(folds))
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(fold_task)
     args = inline_configs(fit_args)
-    refs = {fold: task.remote(args, fold, str((sweep_dir / f"fold{fold}").resolve())) for fold in folds}
+    token = secrets.token_hex(16)  # fresh each run: no stale copy of the folder can hold it
+    write_text_atomic(token_file(sweep_dir), token)
+    refs = {task.remote(args, fold, str(Path(sweep_dir).resolve()), restart, token): fold for fold in folds}
     print(f"ray: {len(folds)} folds as tasks of {cpus:g} CPU and {gpus:g} GPU each on {resources}")
-    for fold, ref in refs.items():
-        try:
-            files = ray.get(ref)
-        except ray.exceptions.RayTaskError as err:
-            raise ESC50Error(f"fold {fold} failed on Ray: {str(err.cause).splitlines()[-1]}") from None
-        for name, blob in files.items():
-            target = sweep_dir / f"fold{fold}" / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not (target.exists() and target.read_bytes() == blob):  # a shared filesystem has it already
-                target.write_bytes(blob)
-        print(f"fold {fold}: done")
+    failed, pending = [], list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            fold = refs[ref]
+            try:
+                files = ray.get(ref)
+            except ray.exceptions.RayError as err:  # the task raised, or its worker died
+                cause = getattr(err, "cause", None) or err
+                lines = str(cause).strip().splitlines() or [type(cause).__name__]
+                print(f"fold {fold} failed on Ray: {lines[-1]}", file=sys.stderr, flush=True)
+                failed.append(fold)
+                continue
+            save_fold_files(FoldDir(sweep_dir, fold), files)
+            print(f"fold {fold}: done", flush=True)
+    if failed:
+        raise ESC50Error(f"fold{'s' * (len(failed) > 1)} {', '.join(map(str, sorted(failed)))} failed on Ray "
+                         "(see above); the other folds' results are kept, and the same command resumes the sweep")

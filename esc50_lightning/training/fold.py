@@ -1,82 +1,32 @@
-"""One fold of a sweep: fit on the other four folds, test on this one, write ``result.json``.
+"""One fold of a sweep: fit on the other four folds, test on this one, write its result file.
 
-A fold is the unit every executor runs (in this process, in a local process, as a Ray task):
-its folder ``<sweep_dir>/fold<K>/`` holds TensorBoard events, ``checkpoints/last.ckpt`` and,
-once tested, ``result.json``. A finished fold is never trained again; an interrupted one resumes
-from its last checkpoint. The result is written by the process that tested the model, rank 0
-under DDP, so it reaches the folder with any Lightning strategy (``ddp_spawn`` included).
+A fold is the unit every executor runs (in this process, in a local process, as a Ray task).
+A finished fold is never trained again; an interrupted one resumes from its last checkpoint, but
+only with the settings it was trained with: a changed setting is refused in one line unless the
+fold is started over (``restart``). The result is written by the process that tested the model,
+rank 0 under DDP, so it reaches the folder with any Lightning strategy (``ddp_spawn`` included).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import shutil
 
-import numpy as np
 import torch
-import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.cli import LightningCLI
 
-from esc50_lightning.hardware import cpu_steal_share, machine_info
-from esc50_lightning.results import write_json_atomic
-
-
-def counted_accuracy(confusion: list[list[int]]) -> float:
-    """Accuracy as correct / total from the confusion matrix's counts: exact, where torchmetrics'
-    float32 value of 800/2000 reads 0.39999999."""
-    counts = np.asarray(confusion)
-    return float(np.trace(counts) / counts.sum())
-
-
-def result_path(fold_dir: Path) -> Path:
-    return Path(fold_dir) / "result.json"
-
-
-def fold_status(fold_dir: Path) -> str:
-    """One line on where a fold stands: tested (its accuracy), part-trained (epochs so far, from
-    ``last.ckpt``, where a new run resumes), or not started."""
-    fold_dir = Path(fold_dir)
-    if result_path(fold_dir).exists():
-        result = json.loads(result_path(fold_dir).read_text())
-        return (f"done: test accuracy {result['accuracy']:.4f} after {result['epochs']} epochs, "
-                f"{result['train_seconds']:,.1f} s of training")
-    last = fold_dir / "checkpoints" / "last.ckpt"
-    if not last.exists():
-        return "not started"
-    try:
-        state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
-        epochs, timer = state["epoch"] + 1, state.get("callbacks", {}).get("Timer", {})
-    except Exception as err:  # noqa: BLE001 - a status line, not a traceback
-        return f"{last}: not a readable checkpoint ({type(err).__name__}); the next run cannot resume from it"
-    target = ""
-    if (fold_dir / "config.yaml").exists():
-        max_epochs = (yaml.safe_load((fold_dir / "config.yaml").read_text()) or {}).get("trainer", {}).get("max_epochs")
-        target = f" of {max_epochs}" if max_epochs else ""
-    seconds = timer.get("time_elapsed", {}).get("train", 0.0)
-    return (f"{epochs}{target} epochs trained ({seconds:,.1f} s), not tested yet (running, or stopped: "
-            f"a new run resumes from {last})")
-
-
-# settings that say where or how verbosely a fold ran, not what was trained
-NOT_COMPARED = ("trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                "data.fold", "data.root", "data.cache_dir", "data.num_workers")
-
-
-def flat_settings(config: dict, prefix: str = "") -> dict:
-    """``{"trainer": {"max_epochs": 2}}`` -> ``{"trainer.max_epochs": 2}``."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flat_settings(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+from esc50_lightning.atomic import write_json_atomic
+from esc50_lightning.errors import ESC50Error
+from esc50_lightning.provenance import cpu_steal_share, machine_info
+from esc50_lightning.results import counted_accuracy
+from esc50_lightning.training.summary import FoldHParams
+from esc50_lightning.training.sweep import FoldDir, setting_differences
 
 
 def recorded_config(cli: LightningCLI) -> dict:
-    """The CLI's resolved config as plain JSON: what a fold's ``result.json`` records."""
+    """The CLI's resolved config as plain JSON: what a fold's result file records."""
     return json.loads(cli.parser.dump(cli.config, format="json", skip_link_targets=False))
 
 
@@ -86,26 +36,35 @@ def requested_config(fit_args: list[str]) -> dict:
     from esc50_lightning.training.lightning_cli import ESC50CLI
 
     class ParseOnly(ESC50CLI):
+        def _set_seed(self) -> None:  # parsing must not reseed this process
+            pass
+
         def instantiate_classes(self) -> None:
             pass
 
     return recorded_config(ParseOnly(args=list(fit_args), run=False))
 
 
-def setting_differences(trained: dict, requested: dict) -> list[str]:
-    """``name trained -> requested`` for each setting both configs hold with different values."""
-    old, new = flat_settings(trained), flat_settings(requested)
-    return [f"{key} {old[key]!r} -> {new[key]!r}" for key in old
-            if key in new and old[key] != new[key] and not key.startswith(NOT_COMPARED)]
+def check_resume(fold_dir: FoldDir, requested: dict, restart: bool, clear: bool = True) -> None:
+    """Let the fold go on from what its folder holds only with the settings it was trained with:
+    other settings are refused in one line, or with ``restart`` the folder is cleared (by the one
+    process that ``clear``s) and the fold starts over."""
+    trained = fold_dir.trained_config()
+    changed = setting_differences(trained, requested) if trained else []
+    if changed and not restart:
+        raise ESC50Error(f"fold {fold_dir.fold} in {fold_dir.path} was trained with other settings "
+                         f"({'; '.join(changed)}); add --restart to train it afresh, or use a new --sweep_dir")
+    if changed and clear:
+        shutil.rmtree(fold_dir.path, ignore_errors=True)
 
 
 class WriteFoldResult(Callback):
-    """After testing, rank 0 writes the fold's ``result.json`` (metrics, confusion matrix,
+    """After testing, rank 0 writes the fold's result file (metrics, confusion matrix,
     training time from ``timer``, the resolved config, the machine: CPU model and flags, device, and the
     share of CPU time a shared host's other guests took meanwhile)."""
 
-    def __init__(self, fold: int, fold_dir: Path, timer: Timer, resumed: bool, config: dict) -> None:
-        self.fold, self.fold_dir, self.timer, self.resumed, self.config = fold, Path(fold_dir), timer, resumed, config
+    def __init__(self, fold_dir: FoldDir, timer: Timer, resumed: bool, config: dict) -> None:
+        self.fold_dir, self.timer, self.resumed, self.config = fold_dir, timer, resumed, config
         self.epochs, self.dataset = 0, {}  # set by run_fold between fit and test, in the process that knows
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -114,7 +73,7 @@ class WriteFoldResult(Callback):
         confusion = pl_module.confusion.tolist()  # summed over every rank's clips
         metrics = trainer.callback_metrics
         result = {
-            "fold": self.fold,
+            "fold": self.fold_dir.fold,
             "accuracy": counted_accuracy(confusion),
             **{k: float(metrics[f"test/{k}"]) for k in ("precision", "recall", "f1")},
             "train_seconds": round(self.timer.time_elapsed("train"), 1),
@@ -129,30 +88,24 @@ class WriteFoldResult(Callback):
             "config": self.config,
             "dataset": self.dataset,
         }
-        write_json_atomic(result, result_path(self.fold_dir))
+        write_json_atomic(self.fold_dir.result_file, result)
 
 
-def run_fold(fit_args: list[str], fold: int, fold_dir: Path) -> dict:
-    """Fit and test one fold (resuming from ``last.ckpt``); return its saved result."""
+def run_fold(fit_args: list[str], fold_dir: FoldDir, restart: bool = False) -> dict:
+    """Fit and test one fold (resuming from its last checkpoint); return its saved result."""
     from esc50_lightning.training.lightning_cli import ESC50CLI
 
-    fold_dir = Path(fold_dir)
-    logger = [
-        "--trainer.logger.class_path=lightning.pytorch.loggers.TensorBoardLogger",
-        f"--trainer.logger.init_args.save_dir={fold_dir.parent}",
-        "--trainer.logger.init_args.name=",
-        f"--trainer.logger.init_args.version={fold_dir.name}",
-    ]
-    cli = ESC50CLI(args=[*fit_args, f"--data.fold={fold}", *logger], run=False)
-    timer = Timer()  # saved in every checkpoint: a resumed fold reports its whole training time
-    last = fold_dir / "checkpoints" / "last.ckpt"
-    resumed = last.exists()
+    cli = ESC50CLI(args=[*fit_args, f"--data.fold={fold_dir.fold}", *fold_dir.logger_args()], run=False)
     config = recorded_config(cli)
+    check_resume(fold_dir, config, restart, clear=cli.trainer.is_global_zero)
+    timer = Timer()  # saved in every checkpoint: a resumed fold reports its whole training time
+    last = fold_dir.checkpoint
+    resumed = last.exists()
     dm = cli.datamodule
-    writer = WriteFoldResult(fold, fold_dir, timer, resumed, config)
-    cli.trainer.callbacks.extend([timer, writer])
+    writer = WriteFoldResult(fold_dir, timer, resumed, config)
+    cli.trainer.callbacks.extend([timer, writer, FoldHParams(config)])
     if resumed and cli.trainer.is_global_zero:
-        print(f"fold {fold}: resuming from {last}")
+        print(f"fold {fold_dir.fold}: resuming from {last}")
     cli.trainer.fit(cli.model, datamodule=dm, ckpt_path=str(last) if resumed else None)
     if cli.trainer.interrupted:
         raise KeyboardInterrupt
@@ -165,28 +118,11 @@ def run_fold(fit_args: list[str], fold: int, fold_dir: Path) -> dict:
             timer.load_state_dict(state["callbacks"][timer.state_key])
             writer.epochs = state["epoch"] + 1
     dm.load_all()  # in this process (ddp_spawn trained in others)
-    writer.dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(dm.meta)}
+    writer.dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(dm.meta),
+                      "train_clips": len(dm.split()["train"])}
     cli.trainer.test(cli.model, datamodule=dm, verbose=False)
     cli.trainer.strategy.barrier("fold result written")
-    return json.loads(result_path(fold_dir).read_text())
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m esc50_lightning.training.fold FOLD FOLD_DIR [fit options]``: one fold in a
-    process of its own (how ``sweep --jobs N`` runs folds side by side)."""
-    import sys
-
-    from esc50_lightning.console import configure_console
-    from esc50_lightning.errors import ESC50Error
-
-    argv = sys.argv[1:] if argv is None else argv
-    configure_console()
-    try:
-        run_fold(argv[2:], int(argv[0]), Path(argv[1]))
-    except ESC50Error as err:
-        print(f"esc50-lightning: error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+    result = fold_dir.result()
+    if result is None:
+        raise ESC50Error(f"fold {fold_dir.fold}: no readable {fold_dir.result_file} after testing")
+    return result

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from jsonargparse import ActionYesNo
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -14,7 +14,11 @@ from esc50_lightning.console import configure_console
 from esc50_lightning.data import ESC50DataModule
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.models import AudioClassifier
+from esc50_lightning.models.distill import INPUT_KEYS, SPLIT_KEYS
+from esc50_lightning.training.checkpoints import data_settings
 from esc50_lightning.training.trainer import ESC50Trainer
+
+EVALUATE = ("validate", "test", "predict")  # subcommands that read a checkpoint's held-out clips
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -36,9 +40,6 @@ class ESC50CLI(LightningCLI):
     def __init__(self, *args, **kwargs) -> None:
         configure_console()
         kwargs.setdefault("seed_everything_default", 0)
-        kwargs.setdefault("trainer_defaults", {
-            "callbacks": [LearningRateMonitor("epoch"), ModelCheckpoint(save_last=True)],
-        })
         kwargs.setdefault("save_config_callback", SaveConfigToRun)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_class", ESC50Trainer)
@@ -59,6 +60,45 @@ class ESC50CLI(LightningCLI):
         super()._parse_ckpt_path()
         for name, value in given.items():
             self.config[self.config.subcommand].model[name] = value
+        if self.config.get("subcommand") in EVALUATE:
+            self._check_held_out_fold()
+
+    def _check_held_out_fold(self) -> None:
+        """``validate``/``test``/``predict --ckpt_path F`` evaluate on the clips F held out: its
+        test fold, validation split and input settings are the defaults (``--data.NAME`` on the
+        command line still wins, like ``--model.NAME``); a fold or split F trained on is refused in
+        one line unless ``--allow_trained_fold``, and so is testing with no fold held out (``all``)."""
+        subcommand = self.config.subcommand
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        named = {arg.removeprefix("--data.").split("=")[0] for arg in self.raw_args if arg.startswith("--data.")}
+        trained = data_settings(ckpt_path) if ckpt_path and Path(ckpt_path).is_file() else {}
+        for key in (*SPLIT_KEYS, *INPUT_KEYS):
+            if key in trained and key not in named:
+                config.data[key] = trained[key]
+        fold = config.data.get("fold")
+        compared = SPLIT_KEYS if subcommand == "validate" else ("fold",)
+        changed = [key for key in compared if key in trained and config.data.get(key) != trained[key]]
+        if changed and not config.get("allow_trained_fold"):
+            key = changed[0]
+            what = (f"its validation split has data.{key}={trained[key]!r}" if key != "fold" else
+                    "it was trained on every clip (data.fold all)" if trained[key] == "all" else
+                    f"its test fold is {trained[key]}")
+            raise ESC50Error(f"{ckpt_path}: {what}, so --data.{key} {config.data.get(key)} would {subcommand} it on "
+                             f"clips it trained on; leave --data.{key} out to use the checkpoint's, or add "
+                             "--allow_trained_fold if you mean it")
+        if fold == "all" and subcommand != "validate":
+            source = f"{ckpt_path} was trained on every clip (data.fold all)" if trained.get("fold") == "all" \
+                else "--data.fold all holds no fold out"
+            raise ESC50Error(f"{source}: there is no unseen fold to {subcommand} on")
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in EVALUATE:
+            parser.add_argument("--allow_trained_fold", action=ActionYesNo(no_prefix=None), default=False,
+                                help="with --ckpt_path: evaluate on a --data.fold (or validation split) the "
+                                     "checkpoint trained on, which is refused otherwise")
+        return parser
 
     def instantiate_classes(self) -> None:
         """A class that rejects its arguments (``ValueError``/``TypeError`` from its constructor:
@@ -92,3 +132,8 @@ class ESC50CLI(LightningCLI):
         config["ckpt_path"] = str(runs[-1])
         logger._version = runs[-1].parent.parent.name
         print(f"resuming {runs[-1]}")
+
+    def after_fit(self) -> None:
+        """Say why a model trained on every clip has no test score (``test`` on it is refused)."""
+        if self.datamodule.hparams.get("fold") == "all" and self.trainer.is_global_zero:
+            print("fold all: every clip trained on; no fold held out, so no test")

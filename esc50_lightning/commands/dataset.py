@@ -11,24 +11,33 @@ from pathlib import Path
 import soundfile as sf
 
 from esc50_lightning.data.audio import CLIP_SECONDS, read_audio
-from esc50_lightning.data.download import URL, default_root, ensure_dataset, install_archive, is_installed
+from esc50_lightning.data.download import (
+    URL,
+    default_root,
+    ensure_dataset,
+    install_archive,
+    is_installed,
+    missing_dataset_error,
+)
 from esc50_lightning.data.meta import load_metadata
 from esc50_lightning.errors import ESC50Error
+
+SUBSET_FLAG = "--allow-subset"  # as this command's users type it, for load_metadata's error
 
 
 def fetch(root: Path, archive: str | None, url: str) -> None:
     if archive:
         install_archive(archive, root)
     else:
-        ensure_dataset(root, url)
+        ensure_dataset(root, url, fetch=True)
     print(f"ESC-50 installed at {root}")
 
 
 def verify(root: Path, allow_subset: bool) -> None:
     """Check metadata, and that every clip decodes to finite samples of the expected length."""
     if not is_installed(root):
-        raise ESC50Error(f"{root}: no ESC-50 dataset here (run `esc50-lightning data fetch`)")
-    meta = load_metadata(root, allow_subset=allow_subset)
+        raise missing_dataset_error(root)
+    meta = load_metadata(root, allow_subset=allow_subset, subset_hint=SUBSET_FLAG)
     paths = [root / "audio" / f for f in meta["filename"]]
 
     def check(path: Path) -> tuple[int | None, float | None, str | None]:
@@ -54,7 +63,9 @@ def verify(root: Path, allow_subset: bool) -> None:
 
 
 def info(root: Path, allow_subset: bool) -> None:
-    meta = load_metadata(root, allow_subset=allow_subset)
+    if not is_installed(root):
+        raise missing_dataset_error(root)
+    meta = load_metadata(root, allow_subset=allow_subset, subset_hint=SUBSET_FLAG)
     first = sf.info(root / "audio" / meta["filename"].iloc[0])
     print(f"root        {root}")
     print(f"clips       {len(meta)}")

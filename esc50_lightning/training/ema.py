@@ -15,11 +15,15 @@ clips without augmentation raised validation accuracy for 7 of 10 weight sets (R
 
 from __future__ import annotations
 
+import os
+
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.swa_utils import update_bn
+
+from esc50_lightning.atomic import save_torch_atomic
 
 
 def warmup_decay(decay: float, updates: int) -> float:
@@ -42,10 +46,13 @@ class WarmupEMA(WeightAveraging):
 
     Args:
         decay: the decay once warmed up; the average spans about ``1 / (1 - decay)`` steps.
-        recalibrate_bn: after the last training batch, before the last validation and
-            checkpoint, re-estimate the averaged weights' BatchNorm statistics on the training
-            clips without augmentation (one forward pass). The checkpoint, the sweep's test and
-            ``classify`` then all use them; the last epoch's ``val/acc`` measures them.
+        recalibrate_bn: at the end of training, re-estimate the averaged weights' BatchNorm
+            statistics on the training clips without augmentation (one forward pass). The last
+            checkpoint, the sweep's test and ``classify`` then all use them, however training
+            ended. Where the end is known before the last epoch's validation (``max_epochs``,
+            ``max_steps``) they are measured then, so the last ``val/acc`` measures them; where
+            it is decided after (``EarlyStopping``, ``max_time``), in ``on_train_end``, which
+            also rewrites the checkpoints saved at that last step with them.
     """
 
     def __init__(self, decay: float = 0.999, recalibrate_bn: bool = True) -> None:
@@ -64,17 +71,47 @@ class WarmupEMA(WeightAveraging):
             for avg, cur in zip(averaged, current):
                 avg.copy_(avg * (1.0 - weight) + cur * weight)
 
-    def _recalibrate_after_last_batch(self, trainer: Trainer) -> None:
-        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        if (not self.recalibrate_bn or not last_epoch or trainer.sanity_checking or self._average_model is None
+    @staticmethod
+    def _ends_after_this_epoch(trainer: Trainer) -> bool:
+        """What is known before the epoch's validation and checkpoint: its limits are reached."""
+        by_epochs = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
+        by_steps = trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step
+        return by_epochs or by_steps
+
+    def _recalibrate(self, trainer: Trainer) -> bool:
+        """Re-estimate the averaged weights' statistics, once per step; whether it did now."""
+        if (not self.recalibrate_bn or trainer.sanity_checking or self._average_model is None
                 or self._recalibrated_at == trainer.global_step):
-            return
+            return False
         dm, module = trainer.datamodule, self._average_model.module
+        self._recalibrated_at = trainer.global_step
         if not hasattr(dm, "clean_batches"):  # trained from bare dataloaders: no clean clips to ask for
             rank_zero_warn("WarmupEMA: recalibrate_bn needs the ESC50DataModule; BatchNorm statistics left averaged")
-            return
+            return False
         recalibrate_batchnorm(module, dm.clean_batches("train", next(module.parameters()).device))
-        self._recalibrated_at = trainer.global_step
+        return True
+
+    def _recalibrate_after_last_batch(self, trainer: Trainer) -> None:
+        if self._ends_after_this_epoch(trainer):
+            self._recalibrate(trainer)
+
+    def _rewrite_checkpoints(self, trainer: Trainer) -> None:
+        """Put the recalibrated averaged weights into the checkpoints saved at this (last) step,
+        which were written before the stop was decided; the rest of each file (loop state,
+        ``current_model_state``, optimiser) stays as Lightning wrote it, so resuming and the
+        epoch count read from it are unchanged."""
+        if not trainer.is_global_zero:
+            return
+        state = self._average_model.state_dict()
+        averaged = {name[len("module."):]: value for name, value in state.items() if name.startswith("module.")}
+        paths = {p for cb in trainer.checkpoint_callbacks for p in (cb.last_model_path, *cb.best_k_models) if p}
+        for path in sorted({os.path.realpath(p) for p in paths if os.path.isfile(p)}):
+            ckpt = torch.load(path, weights_only=False)
+            if ckpt.get("global_step") != trainer.global_step or "current_model_state" not in ckpt:
+                continue  # an earlier epoch's, or not written by weight averaging
+            ckpt["state_dict"] = {name: averaged[name].detach().to(value.device) if name in averaged else value
+                                  for name, value in ckpt["state_dict"].items()}
+            save_torch_atomic(ckpt, path)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._recalibrate_after_last_batch(trainer)  # then validated with the averaged weights
@@ -83,3 +120,9 @@ class WarmupEMA(WeightAveraging):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         self._recalibrate_after_last_batch(trainer)  # without validation: before the checkpoint
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # a stop decided after the last checkpoint (EarlyStopping, max_time): recalibrate now
+        if self._recalibrate(trainer):
+            self._rewrite_checkpoints(trainer)
+        super().on_train_end(trainer, pl_module)  # the averaged weights into the module, as tested next

@@ -1,0 +1,237 @@
+"""The sweep's one home: the fold-folder layout, what to run, skip or resume, and aggregation.
+
+A sweep is five independent folds, each in ``<sweep_dir>/fold<K>/``: TensorBoard events,
+``config.yaml``, ``checkpoints/last.ckpt`` while it trains and ``result.json`` once tested. This
+is the only module that spells that layout (``FoldDir``); whoever ran a fold (this process, a
+local process, a Ray task, a SLURM array task), the sweep aggregates the folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from esc50_lightning.errors import ESC50Error
+from esc50_lightning.results import counted_accuracy, summarize_run, write_results
+from esc50_lightning.training.summary import write_sweep_summary
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; two sweeps into one folder are not refused there
+    fcntl = None
+
+# settings that say where or how verbosely a fold ran, not what was trained
+NOT_COMPARED = ("trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                "trainer.log_every_n_steps", "data.fold", "data.root", "data.cache_dir", "data.num_workers",
+                "ckpt_path")
+
+
+@dataclass(frozen=True)
+class FoldDir:
+    """The folder of fold ``fold`` of the sweep in ``sweep_dir``, and the names of what it holds."""
+
+    sweep_dir: Path
+    fold: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> FoldDir:
+        """The ``FoldDir`` of a fold folder named on a command line (``<sweep_dir>/fold<K>``)."""
+        path = Path(path)
+        match = re.fullmatch(r"fold([1-5])", path.name)
+        if match is None:
+            raise ESC50Error(f"{path}: not a sweep's fold folder (<sweep_dir>/fold<K>, K in 1-5)")
+        return cls(path.parent, int(match.group(1)))
+
+    @property
+    def path(self) -> Path:
+        return Path(self.sweep_dir) / f"fold{self.fold}"
+
+    @property
+    def checkpoint(self) -> Path:
+        """Where training resumes from, and the weights the fold was tested with."""
+        return self.path / "checkpoints" / "last.ckpt"
+
+    @property
+    def result_file(self) -> Path:
+        return self.path / "result.json"
+
+    @property
+    def config_file(self) -> Path:
+        """The resolved config of the fold's latest run (LightningCLI's ``config.yaml``)."""
+        return self.path / "config.yaml"
+
+    @property
+    def log_file(self) -> Path:
+        """The console output of a fold run in a process of its own (``sweep --jobs N``)."""
+        return Path(self.sweep_dir) / f"fold{self.fold}.log"
+
+    def logger_args(self) -> list[str]:
+        """LightningCLI options that make the fold's TensorBoard run this folder."""
+        return ["--trainer.logger.class_path=lightning.pytorch.loggers.TensorBoardLogger",
+                f"--trainer.logger.init_args.save_dir={self.path.parent}",
+                "--trainer.logger.init_args.name=",
+                f"--trainer.logger.init_args.version={self.path.name}",
+                "--trainer.logger.init_args.default_hp_metric=false"]
+
+    def is_checkpoint_file(self, path: Path) -> bool:
+        """Whether ``path`` (inside this folder) is a checkpoint: big, and never sent back by Ray."""
+        return self.checkpoint.parent.name in Path(path).relative_to(self.path).parts
+
+    def result(self) -> dict | None:
+        """The fold's ``result.json``, or ``None`` when there is none or it is unreadable (a crash
+        or a full disk while writing): then the fold counts as not tested and is tested again."""
+        try:
+            return json.loads(self.result_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def damaged_result(self) -> bool:
+        return self.result_file.exists() and self.result() is None
+
+    def trained_config(self) -> dict | None:
+        """The config the fold was trained with: its result's, else its last run's ``config.yaml``."""
+        result = self.result()
+        if result is not None:
+            return result.get("config")
+        try:
+            return yaml.safe_load(self.config_file.read_text()) or None
+        except (OSError, yaml.YAMLError):
+            return None
+
+    def status(self) -> str:
+        """One line on where the fold stands: tested (its accuracy), part-trained (epochs so far,
+        from ``last.ckpt``, where a new run resumes), or not started."""
+        result = self.result()
+        if result is not None:
+            return (f"done: test accuracy {result['accuracy']:.4f} after {result['epochs']} epochs, "
+                    f"{result['train_seconds']:,.1f} s of training")
+        damaged = f"{self.result_file} is unreadable and will be written again; " if self.damaged_result() else ""
+        if not self.checkpoint.exists():
+            return f"{damaged}not started"
+        try:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
+            epochs, timer = state["epoch"] + 1, state.get("callbacks", {}).get("Timer", {})
+        except Exception as err:  # noqa: BLE001 - a status line, not a traceback
+            return f"{self.checkpoint}: not a readable checkpoint ({type(err).__name__}); the next run cannot resume"
+        max_epochs = flat_settings(self.trained_config() or {}).get("trainer.max_epochs")
+        target = f" of {max_epochs}" if max_epochs else ""
+        seconds = timer.get("time_elapsed", {}).get("train", 0.0)
+        return (f"{damaged}{epochs}{target} epochs trained ({seconds:,.1f} s), not tested yet (running, or "
+                f"stopped: a new run resumes from {self.checkpoint})")
+
+
+def flat_settings(config: dict, prefix: str = "") -> dict:
+    """``{"trainer": {"max_epochs": 2}}`` -> ``{"trainer.max_epochs": 2}``."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# callbacks every run gets (``training.trainer.standard_callbacks``): earlier versions listed them in the config
+STANDARD_CALLBACKS = ("ModelCheckpoint", "LearningRateMonitor", "ConfusionFigure")
+
+
+def comparable(config: dict) -> dict:
+    """``config`` flattened, with callbacks named by class (not module path) and the standard ones
+    left out: a fold trained before a callback moved module is still the same recipe."""
+    flat = flat_settings(config)
+    callbacks = flat.get("trainer.callbacks")
+    if isinstance(callbacks, list):
+        named = [{**c, "class_path": str(c.get("class_path", "")).rsplit(".", 1)[-1]} if isinstance(c, dict) else c
+                 for c in callbacks]
+        flat["trainer.callbacks"] = [c for c in named if not (isinstance(c, dict) and
+                                                              c["class_path"] in STANDARD_CALLBACKS)] or None
+    return flat
+
+
+def setting_differences(trained: dict, requested: dict) -> list[str]:
+    """``name trained -> requested`` for each setting both configs hold with different values;
+    where and how verbosely a fold ran (``NOT_COMPARED``) does not count."""
+    old, new = comparable(trained), comparable(requested)
+    return [f"{key} {old[key]!r} -> {new[key]!r}" for key in old
+            if key in new and old[key] != new[key] and not key.startswith(NOT_COMPARED)]
+
+
+def folds_to_run(sweep_dir: Path, folds: list[int]) -> tuple[list[int], list[int]]:
+    """``(todo, done)``: folds without a readable result run (or resume); tested ones are skipped."""
+    todo = [fold for fold in folds if FoldDir(sweep_dir, fold).result() is None]
+    return todo, [fold for fold in folds if fold not in todo]
+
+
+def aggregate(name: str, sweep_dir: Path, folds: list[int], results_file: str | Path | None = None
+              ) -> tuple[dict, str, list[Path]]:
+    """Read the folds' ``result.json`` and write the sweep's ``results.json`` (and ``results_file``)
+    with a markdown table beside each, and its TensorBoard summary run; return the result, the
+    table and the files written."""
+    results = [FoldDir(sweep_dir, fold).result() for fold in folds]
+    confusion = np.sum([r["confusion_matrix"] for r in results], axis=0).astype(int)
+    rows = [{"fold": r["fold"], "accuracy": counted_accuracy(r["confusion_matrix"]),
+             **{k: r[k] for k in ("precision", "recall", "f1", "train_seconds")}} for r in results]
+    run = summarize_run(name, rows)
+    machines = [r["machine"] for r in results if "machine" in r]
+    extra = {"class_names": results[0]["class_names"], "confusion_matrix": confusion.tolist(),
+             "total_train_seconds": round(sum(f["train_seconds"] for f in rows), 1),
+             "machines": [m for i, m in enumerate(machines) if m not in machines[:i]]}  # where the seconds went
+    targets = [Path(sweep_dir) / "results.json"] + ([Path(results_file)] if results_file else [])
+    for target in targets:
+        table = write_results(target, "sweep", results[0]["config"], results[0]["dataset"], [run], extra)
+    result = {"kind": "sweep", "config": results[0]["config"], "dataset": results[0]["dataset"], "runs": [run],
+              **extra}
+    return result, table, [*targets, write_sweep_summary(Path(sweep_dir), result)]
+
+
+def checkpoint_pattern(sweep_dir: str | Path) -> str:
+    """The checkpoints of a sweep's folds with ``{fold}`` for the fold, as ``--model.teachers``
+    takes them (each fold's student learns from the teacher that held out the same fold)."""
+    return str(FoldDir(Path(sweep_dir), "{fold}").checkpoint)  # type: ignore[arg-type]  # a pattern, not a fold
+
+
+def lock_file(sweep_dir: Path) -> Path:
+    """The sweep folder's lock: held by the one sweep (driver) that writes into the folder."""
+    return Path(sweep_dir) / "sweep.lock"
+
+
+def token_file(sweep_dir: Path) -> Path:
+    """The driver's random token for this run: a Ray worker that reads the same token sees the
+    driver's sweep folder (a shared filesystem)."""
+    return Path(sweep_dir) / "driver.token"
+
+
+@contextmanager
+def sweep_lock(sweep_dir: Path) -> Iterator[None]:
+    """Hold ``lock_file(sweep_dir)`` while the body runs. Two sweeps into one folder would train
+    the same folds into the same files at once: the second is refused in one line naming the
+    folder and the holder (pid, host, start time, written into the lock file). The kernel drops
+    the lock when its holder exits, however it exits (``kill -9`` too): a stale file never blocks."""
+    path = lock_file(sweep_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not "w": that would erase the holder's line
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = path.read_text(errors="replace").strip() or "holder not recorded yet"
+                raise ESC50Error(f"{sweep_dir} is in use by another sweep ({holder}); wait for it to end, "
+                                 "or use another --sweep_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                 .encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
