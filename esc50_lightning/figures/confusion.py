@@ -50,3 +50,21 @@ def confusion_figure(matrix: np.ndarray, names: list[str], title: str = "Confusi
         "    ".join(lines[i : i + 2]) for i in range(0, len(lines), 2)), va="top", family="monospace",
         fontsize=9)
     return fig
+
+
+def per_class_figure(matrix: np.ndarray, names: list[str], title: str = "Per-class accuracy") -> Figure:
+    """Each class's accuracy (recall) from a confusion matrix, worst first: where a recipe loses clips."""
+    matrix = np.asarray(matrix)
+    recall = np.diag(matrix) / matrix.sum(1).clip(min=1)
+    order = np.argsort(recall, kind="stable")
+    fig, ax = plt.subplots(figsize=(7, 0.16 * len(names) + 1.2), layout="constrained")
+    ax.barh(range(len(names)), recall[order], color=plt.cm.viridis(recall[order]))
+    ax.set_yticks(range(len(names)), [names[i] for i in order], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    mean = float(recall.mean()) if len(recall) else 0.0
+    ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.4f}")
+    ax.set_xlabel("accuracy (recall) of the class")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return fig
