@@ -134,12 +134,14 @@ ENSEMBLES = sorted(path for path in (REPO / "bench" / "results").glob("ensemble_
 
 @pytest.mark.parametrize("path", ENSEMBLES, ids=lambda p: p.name)
 def test_docs_quote_each_ensemble_mean(path: Path) -> None:
-    """Each subset of a five-fold ensemble has a row with its validation mean and test mean ± std."""
+    """Each run of a five-fold ensemble has a table row with its test mean ± std, and its validation
+    mean where the file has one (``bench/ensemble.py``; the ``ensemble`` command scores test folds)."""
     if path.name not in DOCS:
         pytest.skip(f"{path.name} is not cited in the docs")
     for run in json.loads(path.read_text())["runs"]:
-        val = f"{round(run['val_accuracy'], 5):g}"
-        row = rf"^\|[^\n]*\| \**{re.escape(val)}\** [^\n]*{re.escape(mean_and_std(run))}"
+        val = f"{round(run['val_accuracy'], 5):g}" if "val_accuracy" in run else None
+        val = rf"\**{re.escape(val)}\** " if val else ""
+        row = rf"^\|[^\n]*\| {val}[^\n]*{re.escape(mean_and_std(run))}"
         assert re.search(row, DOCS, re.MULTILINE), f"the docs have no row for {path.name}'s {run['name']}"
 
 
