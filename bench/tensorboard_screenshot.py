@@ -28,8 +28,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from esc50_lightning.training.summary import write_classical_summary
-from esc50_lightning.training.sweep import FoldDir, aggregate
+from esc50_lightning.training.summary import write_classical_summary, write_sweep_summary
+from esc50_lightning.training.sweep import FoldDir, collect
 
 REPO = Path(__file__).resolve().parents[1]
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,12 +44,12 @@ DEEP = ("const deep = (root, sel, out = []) => { root.querySelectorAll(sel).forE
 
 
 def summarise_sweep(sweep_dir: Path) -> Path | None:
-    """Aggregate the sweep's tested folds as ``sweep`` does (``results.json`` and the summary run);
-    the summary run's folder, or ``None`` for a folder without tested folds."""
+    """The summary run of the sweep's tested folds, collected as ``sweep`` does (its committed
+    result files left as they are); ``None`` for a folder without tested folds."""
     folds = [fold for fold in range(1, 6) if FoldDir(sweep_dir, fold).result() is not None]
     if not folds:
         return None
-    return aggregate(sweep_dir.name, sweep_dir, folds)[2][-1]
+    return write_sweep_summary(sweep_dir, collect(sweep_dir.name, sweep_dir, folds))
 
 
 def write_summaries(sweeps: Path, classical: Path, work: Path) -> tuple[dict[str, Path], Path]:

@@ -109,3 +109,16 @@ def test_bad_grid_is_one_clear_error(tiny_root, tmp_path, capsys, override, mess
         main(classical_args(tiny_root, tmp_path / "cache", tmp_path / "r.json", **override))
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_row_cut_short_is_run_again_not_a_traceback(tmp_path):
+    """A crash or a full disk while a row was appended leaves half a line: the grid resumes the
+    whole rows and runs that one again."""
+    import json
+
+    from esc50_lightning.classical.grid import finished_rows
+
+    rows = tmp_path / "results.rows.jsonl"
+    whole = {"key": "k", "name": "log_mel|mean|svm|C=1.0|norm=True", "run": {"mean": {"accuracy": 0.5}}}
+    rows.write_text(json.dumps(whole) + "\n" + json.dumps({**whole, "name": "other"})[:30] + "\n")
+    assert finished_rows(rows, "k") == {whole["name"]: whole["run"]}

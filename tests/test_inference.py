@@ -222,3 +222,10 @@ def test_export_ensemble_matches_eager(ckpt, ckpt_b, tmp_path, fmt):
     np.testing.assert_allclose(logits, expected, atol=2e-3, rtol=1e-3)
     np.testing.assert_allclose(np.exp(logits).sum(1), 1.0, atol=1e-4)  # log of mean probabilities
     assert json.loads(out.with_suffix(".json").read_text())["checkpoint"] == [str(ckpt), str(ckpt_b)]
+
+
+def test_export_metadata_never_overwrites_the_model(tmp_path):
+    from esc50_lightning.commands.export import metadata_path
+
+    assert metadata_path(tmp_path / "model.onnx") == tmp_path / "model.json"
+    assert metadata_path(tmp_path / "model.json") == tmp_path / "model.json.meta.json"

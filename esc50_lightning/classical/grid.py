@@ -84,7 +84,10 @@ def finished_rows(rows_file: Path, key: str) -> dict[str, dict]:
     done = {}
     if rows_file.exists():
         for line in rows_file.read_text().splitlines():
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError:  # a row cut short by a crash or a full disk: that row runs again
+                continue
             if row.get("key") == key:
                 done[row["name"]] = row["run"]
     return done

@@ -10,11 +10,11 @@ the log of their mean class probabilities as the logits (their input settings mu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
+from esc50_lightning.atomic import write_json_atomic
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.training.checkpoints import load_ensemble
 
@@ -42,8 +42,13 @@ def export(ckpt: str | list[str], fmt: str, out: str | Path) -> Path:
     checkpoint = str(ckpt) if isinstance(ckpt, (str, Path)) else [str(c) for c in ckpt]
     meta = {"format": fmt, "checkpoint": checkpoint, "sample_rate": model.sample_rate,
             "input_samples": model.clip_samples, "class_names": model.class_names}
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(metadata_path(out), meta)
     return out
+
+
+def metadata_path(out: Path) -> Path:
+    """Where the class names and sample rate go: beside the model, never over it."""
+    return out.with_suffix(".json") if out.suffix != ".json" else out.with_name(out.name + ".meta.json")
 
 
 def main(argv: list[str]) -> None:
@@ -55,4 +60,4 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     path = export(args.ckpt[0] if len(args.ckpt) == 1 else args.ckpt, args.format, args.out)
-    print(f"export: {path} ({path.stat().st_size // 1024} KB) and {path.with_suffix('.json')}")
+    print(f"export: {path} ({path.stat().st_size // 1024} KB) and {metadata_path(path)}")

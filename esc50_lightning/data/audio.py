@@ -17,8 +17,7 @@ import torchaudio.functional as AF
 
 from esc50_lightning.data.integrity import declared_length_problem
 from esc50_lightning.errors import ESC50Error
-
-CLIP_SECONDS = 5.0
+from esc50_lightning.features.pipeline import CLIP_SECONDS
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:

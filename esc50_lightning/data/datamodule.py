@@ -23,7 +23,7 @@ from esc50_lightning.data.cache import cached_clips, cached_features
 from esc50_lightning.data.download import default_cache_dir, ensure_dataset
 from esc50_lightning.data.meta import NUM_CLASSES, class_names, load_metadata
 from esc50_lightning.data.slices import SliceDataset, keep_batch
-from esc50_lightning.data.splits import validation_folds, validation_split
+from esc50_lightning.data.splits import fold_split, validation_folds
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.features import RandomGain, build_augment, compute_features, pool
 from esc50_lightning.features.pipeline import FrontendSettings, InputPipeline
@@ -109,8 +109,7 @@ class ESC50DataModule(L.LightningDataModule):
         self.precompute, self.num_workers, self.allow_subset, self.seed = (
             precompute, num_workers, allow_subset, seed)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "cache"
-        self.settings = FrontendSettings(feature, sample_rate, clip_seconds, n_fft, win_length, hop_length,
-                                         n_mels, f_min, f_max, top_db)
+        self.settings = FrontendSettings.from_mapping(self.hparams)
         self.pipeline = InputPipeline(self.settings)
         augment = asdict(augment or Augmentation())
         self.gain = RandomGain(augment.pop("gain_db"))
@@ -164,17 +163,7 @@ class ESC50DataModule(L.LightningDataModule):
         """Clip indices of ``train``, ``val`` (maybe empty) and ``test`` for ``self.fold``
         (with fold ``all``, ``test`` is empty)."""
         self.load_all()
-        folds = self.meta["fold"].to_numpy()
-        held_out = folds == self.fold if self.fold != "all" else np.zeros(len(folds), dtype=bool)
-        test, train = np.flatnonzero(held_out), np.flatnonzero(~held_out)
-        val = np.array([], dtype=int)
-        if self.val_strategy == "grouped":
-            fit_pos, val_pos = validation_split(
-                self.meta["target"].to_numpy()[train], self.meta["src_file"].to_numpy()[train], self.val_fraction,
-                self.seed)
-            train, val = train[fit_pos], train[val_pos]
-        assert not set(train) & set(test) and not set(val) & set(test) and not set(train) & set(val)
-        return {"train": train, "val": val, "test": test}
+        return fold_split(self.meta, self.fold, self.val_strategy, self.val_fraction, self.seed)
 
     def prepare_data(self) -> None:
         """Download, decode and compute features into the cache. Lightning calls this on one

@@ -23,11 +23,7 @@ from pathlib import Path
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from esc50_lightning.errors import ESC50Error
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; concurrent first downloads are not guarded there
-    fcntl = None
+from esc50_lightning.locks import file_lock
 
 URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
 log = logging.getLogger("esc50_lightning")
@@ -134,19 +130,8 @@ def dataset_lock(root: str | Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``<root>.lock`` (waiting, with one line, while another
     process holds it). The kernel releases it when the holder exits, however it exits."""
     path = lock_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        if fcntl is not None:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info(f"waiting for another process installing ESC-50 into {root} (lock {path})")
-                fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(path, lambda: log.info(f"waiting for another process installing ESC-50 into {root} (lock {path})")):
+        yield
 
 
 def missing_dataset_error(root: Path, source: str = "") -> ESC50Error:

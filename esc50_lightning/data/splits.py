@@ -11,11 +11,15 @@ clips in ESC-50, and finer folds would hold less than two clips of a class each.
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from esc50_lightning.errors import ESC50Error
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_FOLDS = 20
 TOLERANCE = 1e-3  # 0.333 reads as 1/3
@@ -43,3 +47,19 @@ def validation_split(targets: np.ndarray, groups: np.ndarray, fraction: float, s
     folds = [val for _, val in splitter.split(np.zeros(len(targets)), targets, groups)]
     val = np.sort(np.concatenate(folds[:m]))
     return np.setdiff1d(np.arange(len(targets)), val), val
+
+
+def fold_split(meta: pd.DataFrame, fold: int | str, val_strategy: str = "grouped", val_fraction: float = 0.1,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """Positions in ``meta`` of ``train``, ``val`` (maybe empty) and ``test`` for test fold ``fold``
+    (``all``: no test clips): what the DataModule trains on and what ensembles score."""
+    folds = meta["fold"].to_numpy()
+    held_out = folds == fold if fold != "all" else np.zeros(len(folds), dtype=bool)
+    test, train = np.flatnonzero(held_out), np.flatnonzero(~held_out)
+    val = np.array([], dtype=int)
+    if val_strategy == "grouped":
+        fit_pos, val_pos = validation_split(meta["target"].to_numpy()[train], meta["src_file"].to_numpy()[train],
+                                            val_fraction, seed)
+        train, val = train[fit_pos], train[val_pos]
+    assert not set(train) & set(test) and not set(val) & set(test) and not set(train) & set(val)
+    return {"train": train, "val": val, "test": test}

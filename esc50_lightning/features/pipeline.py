@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from esc50_lightning.features.conv_stft import ConvPowerSpectrogram
 from esc50_lightning.features.normalize import Standardize
 from esc50_lightning.features.spectrogram import FeatureKind, SpectrogramFrontend, num_frames
 
@@ -95,9 +94,8 @@ class InputPipeline(nn.Module):
         return self.normalize(self.features(wave))
 
     def export_friendly(self) -> InputPipeline:
-        """Swap ``torch.stft`` (complex) for ``ConvPowerSpectrogram`` (real ops, ONNX-exportable), in place."""
-        stft = self.frontend.stft
-        self.frontend.stft = ConvPowerSpectrogram(stft.n_fft, stft.win_length, stft.hop_length)
+        """The front end with real-valued operators only, in place (for ONNX)."""
+        self.frontend.export_friendly()
         return self
 
     def checkpoint_state(self) -> dict:

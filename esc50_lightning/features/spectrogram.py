@@ -9,6 +9,8 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
+from esc50_lightning.features.conv_stft import ConvPowerSpectrogram
+
 FeatureKind = Literal["linear", "log_freq", "log_mel"]
 FEATURE_KINDS: tuple[str, ...] = ("linear", "log_freq", "log_mel")
 
@@ -117,6 +119,12 @@ class SpectrogramFrontend(nn.Module):
         if self.fbanks is not None:
             power = torch.matmul(power.transpose(-1, -2), self.fbanks).transpose(-1, -2)
         return power_to_db(power, self.top_db)
+
+    def export_friendly(self) -> SpectrogramFrontend:
+        """Swap ``torch.stft`` (complex) for ``ConvPowerSpectrogram`` (real ops, ONNX-exportable), in place."""
+        stft = self.stft
+        self.stft = ConvPowerSpectrogram(stft.n_fft, stft.win_length, stft.hop_length)
+        return self
 
     def bin_frequencies(self, sample_rate: int) -> torch.Tensor:
         """Centre frequency (Hz) of each output bin, for plot axes."""

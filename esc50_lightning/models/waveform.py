@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from esc50_lightning.features.conv_stft import ConvPowerSpectrogram
 from esc50_lightning.features.pipeline import InputPipeline
 from esc50_lightning.models.classifier import shift_averaged
 
@@ -61,6 +60,5 @@ class EnsembleClassifier(nn.Module):
 
     def export_friendly(self) -> EnsembleClassifier:
         """Swap torch.stft (complex) for real-valued operators, in place (for ONNX)."""
-        stft = self.frontend.stft
-        self.frontend.stft = ConvPowerSpectrogram(stft.n_fft, stft.win_length, stft.hop_length)
+        self.frontend.export_friendly()
         return self

@@ -23,7 +23,7 @@ import torch
 from esc50_lightning.data.audio import decode_clips
 from esc50_lightning.data.download import ensure_dataset
 from esc50_lightning.data.meta import class_names, load_metadata
-from esc50_lightning.data.splits import validation_split
+from esc50_lightning.data.splits import fold_split
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.models.classifier import metric_collection
 from esc50_lightning.models.distill import SPLIT_KEYS
@@ -63,17 +63,10 @@ def check_members(paths: list[Path], models: list[LoadedModel]) -> None:
 
 
 def clip_index(meta: pd.DataFrame, settings: dict, part: str) -> np.ndarray:
-    """Positions in ``meta`` of ``part`` (``test``: the held-out fold; ``val``: the validation
-    split carved from the other folds, as ``ESC50DataModule.split`` carves it)."""
-    folds = meta["fold"].to_numpy()
-    if part == "test":
-        return np.flatnonzero(folds == settings["fold"])
-    train = np.flatnonzero(folds != settings["fold"])
-    if settings.get("val_strategy", "grouped") != "grouped":
-        return np.array([], dtype=int)
-    _, val = validation_split(meta["target"].to_numpy()[train], meta["src_file"].to_numpy()[train],
-                              settings.get("val_fraction", 0.1), settings.get("seed", 0))
-    return train[val]
+    """Positions in ``meta`` of ``part`` (``test``: the held-out fold; ``val``: the validation split),
+    cut as the DataModule cut them for the checkpoint's own settings."""
+    return fold_split(meta, settings["fold"], settings.get("val_strategy", "grouped"),
+                      settings.get("val_fraction", 0.1), settings.get("seed", 0))[part]
 
 
 def data_root(paths: list[Path], models: list[LoadedModel], root: str | Path | None) -> Path:
@@ -98,7 +91,8 @@ def held_out_probabilities(paths: list[Path], part: str = "test", tta_shifts: in
     check_members(paths, models)
     settings = models[0].data_settings
     root = data_root(paths, models, root)
-    meta = load_metadata(root, allow_subset=bool(settings.get("allow_subset")), subset_hint="--data.allow_subset")
+    # any tree passes here; a sweep's fold is checked against the clips its result counted (sweep_fold)
+    meta = load_metadata(root, allow_subset=True)
     if class_names(meta) != models[0].class_names:
         raise ESC50Error(f"{root} names other classes than {paths[0]} was trained on")
     index = clip_index(meta, settings, part)
@@ -135,7 +129,7 @@ def score(probs: torch.Tensor, targets: torch.Tensor) -> dict:
 
 def member_names(sweep_dirs: list[Path]) -> list[str]:
     """Each sweep's folder name, or its whole path where two share a name."""
-    names = [Path(d).name for d in sweep_dirs]
+    names = [Path(d).resolve().name for d in sweep_dirs]
     return [n if names.count(n) == 1 else str(d) for n, d in zip(names, sweep_dirs)]
 
 

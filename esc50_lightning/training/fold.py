@@ -45,10 +45,11 @@ def requested_config(fit_args: list[str]) -> dict:
     return recorded_config(ParseOnly(args=list(fit_args), run=False))
 
 
-def check_resume(fold_dir: FoldDir, requested: dict, restart: bool, clear: bool = True) -> None:
+def check_resume(fold_dir: FoldDir, requested: dict, restart: bool, clear: bool = True) -> bool:
     """Let the fold go on from what its folder holds only with the settings it was trained with:
     other settings are refused in one line, or with ``restart`` the folder is cleared (by the one
-    process that ``clear``s) and the fold starts over."""
+    process that ``clear``s) and the fold starts over. Returns whether it starts over, the same on
+    every DDP rank whichever cleared first."""
     trained = fold_dir.trained_config()
     changed = setting_differences(trained, requested) if trained else []
     if changed and not restart:
@@ -56,6 +57,7 @@ def check_resume(fold_dir: FoldDir, requested: dict, restart: bool, clear: bool 
                          f"({'; '.join(changed)}); add --restart to train it afresh, or use a new --sweep_dir")
     if changed and clear:
         shutil.rmtree(fold_dir.path, ignore_errors=True)
+    return bool(changed)
 
 
 class WriteFoldResult(Callback):
@@ -97,10 +99,10 @@ def run_fold(fit_args: list[str], fold_dir: FoldDir, restart: bool = False) -> d
 
     cli = ESC50CLI(args=[*fit_args, f"--data.fold={fold_dir.fold}", *fold_dir.logger_args()], run=False)
     config = recorded_config(cli)
-    check_resume(fold_dir, config, restart, clear=cli.trainer.is_global_zero)
+    starts_over = check_resume(fold_dir, config, restart, clear=cli.trainer.is_global_zero)
     timer = Timer()  # saved in every checkpoint: a resumed fold reports its whole training time
     last = fold_dir.checkpoint
-    resumed = last.exists()
+    resumed = last.exists() and not starts_over
     dm = cli.datamodule
     writer = WriteFoldResult(fold_dir, timer, resumed, config)
     cli.trainer.callbacks.extend([timer, writer, FoldHParams(config)])

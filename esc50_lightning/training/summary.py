@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from esc50_lightning.results import markdown_table
+from esc50_lightning.results import counted_accuracy, markdown_table
 
 EVENTS = "events.out.tfevents."
 AUGMENT_SHORT = {"gain_db": "gain", "time_shift": "shift", "time_stretch": "stretch", "freq_shift": "fshift",
@@ -231,8 +231,7 @@ class FoldHParams(Callback):
             return
         confusion = getattr(pl_module, "confusion", None)
         if confusion is not None:
-            counts = np.asarray(confusion.tolist() if hasattr(confusion, "tolist") else confusion)
-            accuracy = float(np.trace(counts) / max(counts.sum(), 1))  # exact: correct / total
+            accuracy = counted_accuracy(confusion.tolist() if hasattr(confusion, "tolist") else confusion)
         else:
             accuracy = float(trainer.callback_metrics["test/accuracy"])
         f1 = trainer.callback_metrics.get("test/f1")

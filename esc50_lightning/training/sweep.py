@@ -23,13 +23,9 @@ import torch
 import yaml
 
 from esc50_lightning.errors import ESC50Error
+from esc50_lightning.locks import file_lock
 from esc50_lightning.results import counted_accuracy, summarize_run, write_results
 from esc50_lightning.training.summary import write_sweep_summary
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; two sweeps into one folder are not refused there
-    fcntl = None
 
 # settings that say where or how verbosely a fold ran, not what was trained
 NOT_COMPARED = ("trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary",
@@ -173,11 +169,8 @@ def folds_to_run(sweep_dir: Path, folds: list[int]) -> tuple[list[int], list[int
     return todo, [fold for fold in folds if fold not in todo]
 
 
-def aggregate(name: str, sweep_dir: Path, folds: list[int], results_file: str | Path | None = None
-              ) -> tuple[dict, str, list[Path]]:
-    """Read the folds' ``result.json`` and write the sweep's ``results.json`` (and ``results_file``)
-    with a markdown table beside each, and its TensorBoard summary run; return the result, the
-    table and the files written."""
+def collect(name: str, sweep_dir: Path, folds: list[int]) -> dict:
+    """The sweep's result from its folds' ``result.json``, shaped as ``results.json`` (DESIGN.md)."""
     results = [FoldDir(sweep_dir, fold).result() for fold in folds]
     confusion = np.sum([r["confusion_matrix"] for r in results], axis=0).astype(int)
     rows = [{"fold": r["fold"], "accuracy": counted_accuracy(r["confusion_matrix"]),
@@ -187,11 +180,20 @@ def aggregate(name: str, sweep_dir: Path, folds: list[int], results_file: str | 
     extra = {"class_names": results[0]["class_names"], "confusion_matrix": confusion.tolist(),
              "total_train_seconds": round(sum(f["train_seconds"] for f in rows), 1),
              "machines": [m for i, m in enumerate(machines) if m not in machines[:i]]}  # where the seconds went
+    return {"kind": "sweep", "config": results[0]["config"], "dataset": results[0]["dataset"], "runs": [run],
+            **extra}
+
+
+def aggregate(name: str, sweep_dir: Path, folds: list[int], results_file: str | Path | None = None
+              ) -> tuple[dict, str, list[Path]]:
+    """``collect`` the folds and write the sweep's ``results.json`` (and ``results_file``) with a
+    markdown table beside each, and its TensorBoard summary run; return the result, the table
+    and the files written."""
+    result = collect(name, sweep_dir, folds)
     targets = [Path(sweep_dir) / "results.json"] + ([Path(results_file)] if results_file else [])
+    rest = {k: v for k, v in result.items() if k not in ("kind", "config", "dataset", "runs")}
     for target in targets:
-        table = write_results(target, "sweep", results[0]["config"], results[0]["dataset"], [run], extra)
-    result = {"kind": "sweep", "config": results[0]["config"], "dataset": results[0]["dataset"], "runs": [run],
-              **extra}
+        table = write_results(target, "sweep", result["config"], result["dataset"], result["runs"], rest)
     return result, table, [*targets, write_sweep_summary(Path(sweep_dir), result)]
 
 
@@ -216,22 +218,17 @@ def token_file(sweep_dir: Path) -> Path:
 def sweep_lock(sweep_dir: Path) -> Iterator[None]:
     """Hold ``lock_file(sweep_dir)`` while the body runs. Two sweeps into one folder would train
     the same folds into the same files at once: the second is refused in one line naming the
-    folder and the holder (pid, host, start time, written into the lock file). The kernel drops
-    the lock when its holder exits, however it exits (``kill -9`` too): a stale file never blocks."""
+    folder and the holder (pid, host, start time, written into the lock file); a lock left by a
+    killed sweep never blocks (``locks.file_lock``)."""
     path = lock_file(sweep_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not "w": that would erase the holder's line
-    try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = path.read_text(errors="replace").strip() or "holder not recorded yet"
-                raise ESC50Error(f"{sweep_dir} is in use by another sweep ({holder}); wait for it to end, "
-                                 "or use another --sweep_dir") from None
+
+    def refuse() -> None:
+        holder = path.read_text(errors="replace").strip() or "holder not recorded yet"
+        raise ESC50Error(f"{sweep_dir} is in use by another sweep ({holder}); wait for it to end, "
+                         "or use another --sweep_dir")
+
+    with file_lock(path, refuse) as fd:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
                  .encode())
         yield
-    finally:
-        os.close(fd)  # releases the lock
