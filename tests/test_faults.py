@@ -319,3 +319,21 @@ def test_testing_a_checkpoint_on_a_fold_it_trained_on_is_refused_in_one_line(tra
     assert exit_.value.code == 2
     (line,) = error_lines(capsys)
     assert line.startswith(f"esc50-lightning: error: {checkpoint}: its test fold is 1, so --data.fold 2 would test")
+
+
+def test_a_two_fold_sweep_leaves_runs_the_hparams_dashboard_lists(trained):
+    """Issue 36 on a real sweep: the summary run is one HParams row with the mean, spread and each
+    fold's accuracy, and each fold run carries its own test accuracy (not Lightning's -1)."""
+    from .test_summary import dashboard
+
+    sweep_dir, _ = trained
+    result = json.loads((sweep_dir / "results.json").read_text())
+    _, rows = dashboard(sweep_dir)
+    hparams, metrics = next(row for name, row in rows.items() if name.endswith("summary"))
+    assert hparams["kind"] == "sweep" and hparams["folds"] == 2 and hparams["model"] == "Conv1D"
+    assert metrics["hp/accuracy_mean"] == pytest.approx(result["runs"][0]["mean"]["accuracy"])
+    assert {f"hp/fold{k}_accuracy" for k in (1, 2)} <= set(metrics)
+    for fold in (1, 2):
+        _, fold_metrics = next(row for name, row in rows.items() if name.endswith(f"fold{fold}"))
+        tested = json.loads(FoldDir(sweep_dir, fold).result_file.read_text())["accuracy"]
+        assert fold_metrics["hp/test_accuracy"] == pytest.approx(tested)
