@@ -16,7 +16,8 @@ TEXTS = {page.relative_to(REPO).as_posix(): page.read_text() for page in PAGES}
 DOCS = "\n".join(TEXTS.values())
 RESULTS = sorted((REPO / "bench" / "results").glob("*.json"))
 SWEEPS = [path for path in RESULTS if path.name.startswith("sweep_")]
-PER_FOLD_TABLES = ("cnn", "cnn_80ep", "cnn_fast", "cnn_320", "cnn_wide", "cnn_refit")  # sweeps with a table row per fold
+# sweeps with a table row per fold
+PER_FOLD_TABLES = ("cnn", "cnn_80ep", "cnn_fast", "cnn_320", "cnn_wide", "cnn_refit")
 FOLD_RESULTS = sorted(path for name in PER_FOLD_TABLES
                       for path in (REPO / "bench" / "sweeps" / name).glob("fold*/result.json"))
 METRICS = ("accuracy", "precision", "recall", "f1")
