@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,25 @@ def test_ckpt_path_keeps_checkpoint_hparams_unless_named_on_the_command_line(tin
     assert ESC50CLI(args=base).model.hparams.tta_shifts == 2
     named = ESC50CLI(args=[*base, "--model.tta_shifts", "4"]).model.hparams
     assert named.tta_shifts == 4 and named.mixup_alpha == 0.1  # the rest still from the checkpoint
+
+
+def test_test_needs_only_the_checkpoint(tiny_root, tmp_path, monkeypatch):
+    """``test --ckpt_path F`` with no ``--config``: the network, its settings, the test fold and
+    the input settings all come from F."""
+    from esc50_lightning.training.lightning_cli import ESC50CLI
+
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *fast_args(tiny_root, tmp_path / "cache", epochs=1), "--data.fold=2", "--model.tta_shifts=2"])
+    ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = ESC50CLI(args=["test", f"--data.root={tiny_root}", f"--data.cache_dir={tmp_path / 'cache'}",
+                             "--data.allow_subset=true", "--trainer.logger=false", "--trainer.precision=32-true",
+                             "--trainer.enable_progress_bar=false", "--ckpt_path", str(ckpt)])
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]  # the fit's folder: no matter
+    assert type(cli.model.net).__name__ == "Conv1D" and cli.model.hparams.tta_shifts == 2
+    assert cli.datamodule.hparams.fold == 2
+    assert cli.datamodule.hparams.sample_rate == FAST_DATA["sample_rate"]
 
 
 def test_resume_without_checkpoint_is_clear(tiny_root, tmp_path, monkeypatch, capsys):

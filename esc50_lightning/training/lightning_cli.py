@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,10 +16,24 @@ from esc50_lightning.data import ESC50DataModule
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.models import AudioClassifier
 from esc50_lightning.models.distill import INPUT_KEYS, SPLIT_KEYS
-from esc50_lightning.training.checkpoints import data_settings
+from esc50_lightning.training.checkpoints import data_settings, read_checkpoint
 from esc50_lightning.training.trainer import ESC50Trainer
 
 EVALUATE = ("validate", "test", "predict")  # subcommands that read a checkpoint's held-out clips
+
+
+def checkpoint_network(args: list[str]) -> dict | None:
+    """``validate``/``test``/``predict --ckpt_path F`` with no ``--config`` and no ``--model.net``:
+    F's network, so that the parser's required ``model.net`` is met and no config file is needed
+    (the rest of the model's and the data's settings come from F as with a config)."""
+    if not args or args[0] not in EVALUATE or any(a.startswith(("--config", "--model.net")) for a in args):
+        return None
+    for i, arg in enumerate(args):
+        path = arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else \
+            args[i + 1] if arg == "--ckpt_path" and i + 1 < len(args) else None
+        if path and path != "last":
+            return read_checkpoint(path)["hyper_parameters"]["net"]
+    return None
 
 
 class SaveConfigToRun(SaveConfigCallback):
@@ -47,6 +62,8 @@ class ESC50CLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         self.raw_args = sys.argv[1:] if args is None else list(args) if isinstance(args, (list, tuple)) else []
+        if network := checkpoint_network(self.raw_args):
+            args = [*self.raw_args, f"--model.net={json.dumps(network)}"]
         super().parse_arguments(parser, args)
 
     def _parse_ckpt_path(self) -> None:
