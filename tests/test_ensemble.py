@@ -47,6 +47,8 @@ def test_ensemble_of_sweeps_is_a_sweep_shaped_result(sweeps, tmp_path, monkeypat
     assert result["kind"] == "ensemble" and result["config"]["members"] == list(map(str, sweeps))
     assert [r["name"] for r in result["runs"]] == ["pair", "conv1d_s0", "conv1d_s1"]
     assert sum(map(sum, result["confusion_matrix"])) == 16  # folds 1 and 2: 8 clips each
+    trained = json.loads((sweeps[0] / "fold1" / "result.json").read_text())["dataset"]["train_clips"]
+    assert result["dataset"]["train_clips"] == trained < 40 - 8  # what the members trained on, not four folds
     for run in result["runs"]:
         assert [f["fold"] for f in run["folds"]] == [1, 2] and set(run["mean"]) == {"accuracy", "precision",
                                                                                     "recall", "f1"}

@@ -16,6 +16,7 @@ from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment
 from esc50_lightning.results import summarize_run
 from esc50_lightning.training.summary import (
     FoldHParams,
+    train_clips,
     write_classical_summary,
     write_ensemble_summary,
     write_sweep_summary,
@@ -36,7 +37,7 @@ CONFIG = {
 SWEEP_HPARAMS = {"kind": "sweep", "model": "CNN", "net": "channels=8-16 dropout=0.1", "feature": "log_mel",
                  "n_mels": 32, "hop": 128, "epochs": 2, "batch_size": 8, "lr": 0.001, "mixup": 0.2,
                  "augment": "gain6 F2x8", "callbacks": "WarmupEMA", "distill": "none", "precision": "32-true",
-                 "seed": 0, "train_clips": 32}
+                 "seed": 0, "train_clips": 29}  # 40 clips: four folds' 32, less the default tenth for validation
 ALL_STATUSES = [api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING]
 
 
@@ -148,3 +149,15 @@ def test_fold_run_carries_its_test_accuracy(tmp_path):
     assert hparams == {**SWEEP_HPARAMS, "kind": "fold", "fold": 2, "train_clips": 24}
     assert metrics == {"hp/test_accuracy": pytest.approx(0.75), "hp/test_f1": pytest.approx(0.5),
                        "hp/fold2_accuracy": pytest.approx(0.75)}
+
+
+def test_train_clips_as_recorded_else_as_the_split_took_them():
+    """Runs written before ``train_clips`` was recorded get what their split took: four of five
+    folds, less the validation share unless there was none; an ensemble, its first member's."""
+    grouped = {"data": {"val_strategy": "grouped", "val_fraction": 0.1}}
+    refit = {"data": {"val_strategy": "none", "val_fraction": 0.1}}
+    assert train_clips({"clips": 2000, "train_clips": 1234}, refit) == 1234
+    assert train_clips({"clips": 2000}, grouped) == 1440
+    assert train_clips({"clips": 2000}, refit) == 1600
+    assert train_clips({"clips": 2000}, {"members": ["a"], "member_configs": [refit]}) == 1600
+    assert train_clips({}, grouped) is None

@@ -181,10 +181,13 @@ def ensemble_sweeps(name: str, sweep_dirs: list[str | Path], folds: list[int], r
              "eval_seconds": round(time.perf_counter() - start, 1)}
     if all(r is not None and "train_seconds" in r for r in results):
         extra["total_train_seconds"] = round(sum(r["train_seconds"] for r in results), 1)  # every member's folds
+    dataset, trained = dict(held.dataset), {(r or {}).get("dataset", {}).get("train_clips") for r in results}
+    if len(trained) == 1 and None not in trained:
+        dataset["train_clips"] = trained.pop()  # what every member trained on
     targets = [ensemble_dir(name) / "results.json"] + ([Path(results_file)] if results_file else [])
     for target in dict.fromkeys(targets):
-        table = write_results(target, "ensemble", config, held.dataset, runs, extra)
-    result = {"kind": "ensemble", "config": config, "dataset": held.dataset, "runs": runs, **extra}
+        table = write_results(target, "ensemble", config, dataset, runs, extra)
+    result = {"kind": "ensemble", "config": config, "dataset": dataset, "runs": runs, **extra}
     return result, table, targets
 
 

@@ -87,12 +87,25 @@ def _teachers(paths: list[str] | None) -> str:
     return "+".join(names) or "none"
 
 
+def train_clips(dataset: dict, config: dict) -> int | None:
+    """The clips a model trained on: as its run recorded them, else (runs written before that was
+    recorded) what its split took from five balanced folds: four, less the validation share
+    unless ``val_strategy`` is ``none``. An ensemble's: its first member's."""
+    if dataset.get("train_clips"):
+        return dataset["train_clips"]
+    clips, config = dataset.get("clips"), (config.get("member_configs") or [config])[0] or {}
+    if not clips:
+        return None
+    training = clips - clips // 5
+    if _get(config, "data", "val_strategy") == "none":
+        return training
+    return training - round(training * (_get(config, "data", "val_fraction") or 0.1))
+
+
 def run_hparams(config: dict, dataset: dict, kind: str = "sweep") -> dict:
     """The hyper-parameters of a training run, from the resolved LightningCLI config: the same
     names for a fold, a sweep and an ensemble, so their HParams rows share columns."""
     net = _get(config, "model", "net")
-    clips = dataset.get("clips")
-    train_clips = dataset.get("train_clips") or (clips - clips // 5 if clips else None)  # else: all but one fold
     callbacks = [_short(c["class_path"]) for c in _get(config, "trainer", "callbacks", default=None) or []
                  if isinstance(c, dict) and "class_path" in c]
     hp = {
@@ -111,7 +124,7 @@ def run_hparams(config: dict, dataset: dict, kind: str = "sweep") -> dict:
         "distill": _teachers(_get(config, "model", "teachers")),
         "precision": _get(config, "trainer", "precision"),
         "seed": _get(config, "seed_everything"),
-        "train_clips": train_clips,
+        "train_clips": train_clips(dataset, config),
     }
     return {k: v for k, v in hp.items() if v is not None}
 
