@@ -105,6 +105,13 @@ class FoldDir:
         except (OSError, yaml.YAMLError):
             return None
 
+    def checkpoint_progress(self) -> tuple[int, float]:
+        """``(epochs, seconds)`` that ``last.ckpt`` holds: epochs trained and the training time its
+        ``Timer`` had counted when it was saved (what a fold tested again from it reports)."""
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        timer = state.get("callbacks", {}).get("Timer", {})
+        return state["epoch"] + 1, timer.get("time_elapsed", {}).get("train", 0.0)
+
     def status(self) -> str:
         """One line on where the fold stands: tested (its accuracy), part-trained (epochs so far,
         from ``last.ckpt``, where a new run resumes), or not started."""
@@ -116,13 +123,11 @@ class FoldDir:
         if not self.checkpoint.exists():
             return f"{damaged}not started"
         try:
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
-            epochs, timer = state["epoch"] + 1, state.get("callbacks", {}).get("Timer", {})
+            epochs, seconds = self.checkpoint_progress()
         except Exception as err:  # noqa: BLE001 - a status line, not a traceback
             return f"{self.checkpoint}: not a readable checkpoint ({type(err).__name__}); the next run cannot resume"
         max_epochs = flat_settings(self.trained_config() or {}).get("trainer.max_epochs")
         target = f" of {max_epochs}" if max_epochs else ""
-        seconds = timer.get("time_elapsed", {}).get("train", 0.0)
         return (f"{damaged}{epochs}{target} epochs trained ({seconds:,.1f} s), not tested yet (running, or "
                 f"stopped: a new run resumes from {self.checkpoint})")
 
