@@ -23,11 +23,14 @@ COMMANDS = {
     "fit": (None, "train a network on one fold (--data.fold K) or on every clip (--data.fold all)"),
     "validate": (None, "evaluate a checkpoint on its fold's validation split"),
     "test": (None, "evaluate a checkpoint on the fold it held out"),
-    "predict": (None, "class probabilities of a fold's clips"),
+    "predict": (None, "a CSV of a fold's clips: target, predicted class, top 5 with probabilities"),
     "sweep": ("sweep", "fit + test on each of the 5 folds, resumable, aggregated into one table"),
+    "tune": ("tune", "search hyper-parameters (Optuna) on the folds' validation splits, never a test fold"),
     "ensemble": ("ensemble", "average several sweeps' fold models, fold by fold, into one result"),
     "classify": ("classify", "class probabilities of your own audio files, from one or more checkpoints"),
     "export": ("export", "one or more checkpoints as a TorchScript or ONNX waveform-in model"),
+    "embed": ("embed", "a pretrained encoder's embedding of every clip (or of your files), for numpy or pandas"),
+    "serve": ("serve", "a trained model behind an HTTP API and a web page (LitServe; the serve extra)"),
 }
 HIDDEN = {"fold-worker": "fold_worker"}  # one fold in a process of its own (sweep --jobs, SLURM arrays)
 

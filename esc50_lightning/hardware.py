@@ -11,10 +11,18 @@ them (README, "Hardware policy"):
 - channels-last (NHWC) for 2-D CNNs: on for CPUs and CUDA. The CNN's epochs measured 1.458x
   faster with it in native bf16 (a CPU with AMX or AVX-512 BF16) and 1.589x at fp32 (an
   AVX-512 CPU without bf16).
-- ``torch.compile``: on for CPUs (where inductor finds a C++ compiler) and CUDA; it measured
-  1.164x faster epochs in native bf16 and 1.738x at fp32 on the same two CPUs. It costs a fixed
-  compilation in the first batches, so short runs (smoke tests) turn it off explicitly.
+- ``torch.compile``: on for CPUs (where inductor finds a C++ compiler) and for CUDA GPUs of
+  compute capability 7.0 and newer (Triton, its GPU backend, refuses older ones: a P100 or a
+  K80 trains eagerly); it measured 1.164x faster epochs in native bf16 and 1.738x at fp32 on the
+  same two CPUs. On CUDA it is NOT YET MEASURED: ``bench/gpu_check.py`` times it eager against
+  compiled the first time a GPU is at hand, and decides. It costs a fixed compilation in the
+  first batches, so short runs (smoke tests) turn it off explicitly.
 Elsewhere (MPS) both stay off: not measured.
+
+Nothing here creates a CUDA context: the GPUs are described through NVML (the driver's
+management library, as Lightning counts them), so a Trainer built in a parent process leaves
+Lightning free to fork its workers (``ddp_fork``, ``ddp_notebook``). On CUDA the process that
+trains also gets TF32 matrix products and cuDNN's autotuner (``use_tensor_cores``).
 
 The host allocator setting lives in ``allocator``, what a result records about the machine in
 ``provenance``.
@@ -22,6 +30,7 @@ The host allocator setting lives in ``allocator``, what a result records about t
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import platform
@@ -30,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from esc50_lightning.errors import ESC50Error
 
 log = logging.getLogger("esc50_lightning")
 
@@ -68,41 +79,157 @@ def cpu_has_native_bf16(flags: dict[str, bool] | None = None) -> bool:
 
 
 @dataclass(frozen=True)
+class CudaDevice:
+    """One NVIDIA GPU as NVML describes it: name, compute capability ``(major, minor)``, UUID."""
+
+    name: str
+    capability: tuple[int, int]
+    uuid: str = ""
+
+
+def visible_cuda_devices(value: str | None = None) -> list[str] | None:
+    """``CUDA_VISIBLE_DEVICES`` (or ``value``) as a list of device ids, each stripped of spaces:
+    ``None`` when unset (every GPU is visible), ``[]`` when it hides them all (empty, ``-1``).
+    ``"0, 1"`` is ``["0", "1"]`` (CUDA itself reads ``" 1"`` as invalid and drops it); ids are
+    indices or UUIDs (``GPU-...``, ``MIG-...``); empty entries are dropped. An entry that is
+    neither is refused in one line rather than silently hiding every GPU after it."""
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES") if value is None else value
+    if raw is None:
+        return None
+    ids: list[str] = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        if entry.lstrip("-").isdigit() and entry.startswith("-"):
+            break  # a negative index ends the list for CUDA: "-1" hides every GPU
+        if not (entry.isdigit() or entry.startswith(("GPU-", "MIG-"))):
+            raise ESC50Error(f"CUDA_VISIBLE_DEVICES={raw!r}: {entry!r} is neither a GPU index nor a UUID "
+                             "(GPU-..., MIG-...); list them separated by commas, e.g. 0,1")
+        if entry not in ids:
+            ids.append(entry)
+    return ids
+
+
+def nvml_devices() -> list[CudaDevice] | None:
+    """Every NVIDIA GPU of the machine, in NVML's order, whatever ``CUDA_VISIBLE_DEVICES`` says;
+    ``None`` where NVML cannot answer (no NVIDIA driver, ROCm). NVML is the driver's management
+    library: asking it creates no CUDA context, so Lightning may still fork worker processes."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    try:
+        if nvml.nvmlInit_v2() != 0:
+            return None
+    except AttributeError:
+        return None
+    try:
+        count = ctypes.c_uint()
+        if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
+            return None
+        devices = []
+        for index in range(count.value):
+            handle, major, minor = ctypes.c_void_p(), ctypes.c_int(), ctypes.c_int()
+            name, uuid = ctypes.create_string_buffer(96), ctypes.create_string_buffer(96)
+            if (nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle))
+                    or nvml.nvmlDeviceGetName(handle, name, 96) or nvml.nvmlDeviceGetUUID(handle, uuid, 96)
+                    or nvml.nvmlDeviceGetCudaComputeCapability(handle, ctypes.byref(major), ctypes.byref(minor))):
+                return None
+            devices.append(CudaDevice(name.value.decode(errors="replace"), (major.value, minor.value),
+                                      uuid.value.decode(errors="replace")))
+        return devices
+    except AttributeError:  # an NVML too old for one of these calls
+        return None
+    finally:
+        nvml.nvmlShutdown()
+
+
+def cuda_devices() -> list[CudaDevice] | None:
+    """The GPUs this process may use (``CUDA_VISIBLE_DEVICES`` applied to ``nvml_devices``), or
+    ``None`` where NVML cannot say. Indices are taken in NVML's (PCI) order; where an id matches
+    no GPU (a MIG instance's UUID) every GPU is returned: the policy takes the least capable."""
+    every = nvml_devices()
+    ids = visible_cuda_devices()
+    if every is None or ids is None:
+        return every
+    chosen = []
+    for device_id in ids:
+        if device_id.isdigit():
+            if int(device_id) >= len(every):
+                break  # CUDA ignores this id and every one after it
+            chosen.append(every[int(device_id)])
+            continue
+        matches = [d for d in every if d.uuid.startswith(device_id)]
+        if len(matches) != 1:
+            return every
+        chosen.append(matches[0])
+    return chosen
+
+
+@dataclass(frozen=True)
 class Hardware:
     """Where a run trains: ``device`` is ``cuda``, ``mps`` or ``cpu``; ``native_bf16`` whether
-    bfloat16 arithmetic is done in hardware there."""
+    bfloat16 arithmetic is done in hardware there; ``capability``: the least CUDA compute
+    capability among the visible GPUs (``None`` elsewhere, or where it could not be read)."""
 
     device: str
     name: str
     native_bf16: bool
     cpu_flags: dict[str, bool]
+    capability: tuple[int, int] | None = None
 
     def describe(self) -> str:
         flags = ", ".join(k.upper().replace("_", "-") for k, v in self.cpu_flags.items() if v) or "none listed"
         if self.device == "cuda":
-            return f"CUDA {self.name} ({'with' if self.native_bf16 else 'without'} bf16)"
+            capability = f"compute capability {'.'.join(map(str, self.capability))}, " if self.capability else ""
+            return f"CUDA {self.name} ({capability}{'with' if self.native_bf16 else 'without'} bf16)"
         return f"{self.device.upper()} {self.name} ({flags}; bf16 {'native' if self.native_bf16 else 'emulated'})"
 
 
 def detect(accelerator: str = AUTO) -> Hardware:
-    """The hardware a Trainer with this ``accelerator`` setting trains on."""
+    """The hardware a Trainer with this ``accelerator`` setting trains on, found without
+    creating a CUDA context (``nvml_devices``; Lightning has torch count GPUs through NVML too)."""
     flags = cpu_flags()
     wants_cuda = accelerator in (AUTO, "gpu", "cuda")
     if wants_cuda and torch.cuda.is_available():
-        # torch >= 2.3 counts emulated bf16 as supported unless asked not to: pre-Ampere GPUs
-        # (V100, T4) would get slow emulated bf16-mixed instead of 16-mixed
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-        return Hardware("cuda", torch.cuda.get_device_name(0), native, flags)
+        return cuda_hardware(flags)
     mps = getattr(torch.backends, "mps", None)
     if accelerator in (AUTO, "gpu", "mps") and mps is not None and mps.is_available():
         return Hardware("mps", "Apple GPU", False, flags)
     return Hardware("cpu", cpu_name(), cpu_has_native_bf16(flags), flags)
 
 
-def choose_precision(hw: Hardware) -> tuple[str, str]:
-    """The precision for ``hw`` and why, in words."""
+def cuda_hardware(flags: dict[str, bool]) -> Hardware:
+    """The visible GPUs as one ``Hardware``: bf16 is native where every one of them has compute
+    capability 8.0 or newer (Ampere). Read from NVML; only where NVML cannot answer is torch
+    asked, which initialises CUDA in this process (then Lightning cannot fork workers)."""
+    devices = cuda_devices()
+    if devices:
+        capability = min(d.capability for d in devices)
+        names = sorted({d.name for d in devices})
+        name = names[0] if len(names) == 1 else " + ".join(names)
+        return Hardware("cuda", name, capability >= (8, 0), flags, capability)
+    if torch.version.hip:  # ROCm: bf16 is native on every GPU torch supports there
+        return Hardware("cuda", "ROCm GPU", True, flags)
+    # torch >= 2.3 counts emulated bf16 as supported unless asked not to: pre-Ampere GPUs
+    # (V100, T4) would get slow emulated bf16-mixed instead of 16-mixed
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    return Hardware("cuda", torch.cuda.get_device_name(0), native, flags)
+
+
+# networks whose class sets ``bf16_pays_on_cpu = False`` train in fp32 on a CPU even where bf16 is
+# native (the MLP: its 20 M-weight layer is re-cast to bf16 every step, bench/results/train_cpu_native_bf16.json)
+BF16_ON_CPU_ATTRIBUTE = "bf16_pays_on_cpu"
+
+
+def choose_precision(hw: Hardware, network: object | None = None) -> tuple[str, str]:
+    """The precision for ``hw`` (and ``network``, where it says bf16 does not pay it on a CPU)
+    and why, in words."""
     if hw.device == "cuda":
         return ("bf16-mixed", "CUDA with bf16") if hw.native_bf16 else ("16-mixed", "CUDA without bf16")
+    if hw.device == "cpu" and hw.native_bf16 and not getattr(network, BF16_ON_CPU_ATTRIBUTE, True):
+        return "32-true", (f"{type(network).__name__} on a CPU: bf16 autocast re-casts its weights every step, "
+                           "measured slower than fp32 even where bf16 is native")
     if hw.device == "cpu" and hw.native_bf16:
         return "bf16-mixed", "CPU with native bf16 (AVX-512 BF16 or AMX)"
     if hw.device == "cpu":
@@ -110,12 +237,13 @@ def choose_precision(hw: Hardware) -> tuple[str, str]:
     return "32-true", f"{hw.device} (mixed precision not measured to pay there)"
 
 
-def resolve_precision(requested: str | int | None, hw: Hardware, announce: bool = True) -> str | int | None:
+def resolve_precision(requested: str | int | None, hw: Hardware, announce: bool = True,
+                      network: object | None = None) -> str | int | None:
     """``auto`` (or unset) -> ``choose_precision``, logged in one line; anything else is kept,
     with one warning line when it asks for bf16 on a CPU that would emulate it. ``announce``:
     whether to say so (one process of a DDP run does)."""
     if requested in (None, AUTO):
-        precision, why = choose_precision(hw)
+        precision, why = choose_precision(hw, network)
         if announce:
             log.info(f"precision {precision}: {why}; {hw.describe()}")
         return precision
@@ -133,9 +261,32 @@ def channels_last_pays(device: torch.device | str) -> bool:
     return torch.device(device).type in ("cpu", "cuda")
 
 
-def compile_pays(device: torch.device | str) -> bool:
+TRITON_MIN_CAPABILITY = (7, 0)  # Triton, inductor's GPU backend, compiles for Volta and newer only
+
+
+def cuda_capability(device: torch.device | str) -> tuple[int, int]:
+    """The compute capability of CUDA ``device``; asked by the process that trains on it."""
+    return tuple(torch.cuda.get_device_capability(torch.device(device)))
+
+
+def compile_refusal(device: torch.device | str) -> str | None:
+    """Why ``torch.compile`` cannot run on ``device``, or ``None`` when it can."""
     device_type = torch.device(device).type
-    return device_type == "cuda" or (device_type == "cpu" and has_cpp_compiler())
+    if device_type == "cuda":
+        capability = cuda_capability(device)
+        if capability < TRITON_MIN_CAPABILITY:
+            return (f"torch.compile's GPU backend (Triton) needs compute capability "
+                    f"{'.'.join(map(str, TRITON_MIN_CAPABILITY))}, this GPU has {'.'.join(map(str, capability))}")
+        return None
+    if device_type == "cpu":
+        return None if has_cpp_compiler() else "inductor finds no C++ compiler (g++, clang++) to build CPU kernels"
+    return f"compiling on {device_type} is not measured"
+
+
+def compile_pays(device: torch.device | str) -> bool:
+    """CPUs with a C++ compiler (measured: 1.164x-1.865x faster CNN epochs) and CUDA GPUs that
+    Triton supports (not yet measured: ``bench/gpu_check.py`` decides)."""
+    return compile_refusal(device) is None
 
 
 SWITCH_RULES = {"channels_last": channels_last_pays, "compile": compile_pays}
@@ -144,3 +295,11 @@ SWITCH_RULES = {"channels_last": channels_last_pays, "compile": compile_pays}
 def resolve_switch(name: str, requested: bool | str, device: torch.device | str) -> bool:
     """A hardware-bound on/off switch (``channels_last``, ``compile``): ``auto`` asks its rule."""
     return SWITCH_RULES[name](device) if requested == AUTO else bool(requested)
+
+
+def use_tensor_cores(device: torch.device | str) -> None:
+    """On CUDA: fp32 matrix products in TF32 (``high``), unless this process already chose a
+    precision for them. Called by the process that trains (a flag of the process: Lightning's
+    spawned workers do not inherit it). cuDNN's autotuner is the Trainer's ``benchmark``."""
+    if torch.device(device).type == "cuda" and torch.get_float32_matmul_precision() == "highest":
+        torch.set_float32_matmul_precision("high")

@@ -30,12 +30,13 @@ def summarize_run(name: str, folds: list[dict]) -> dict:
     }
 
 
-def markdown_table(runs: list[dict], sort: bool = True) -> str:
-    """Mean ± std of each metric per run, best accuracy first when ``sort``.
+def markdown_table(runs: list[dict], sort: bool = True, first: list[dict] = ()) -> str:
+    """Mean ± std of each metric per run, best accuracy first when ``sort``; ``first`` rows above them
+    as given (a classical grid's row chosen on validation).
 
     Four decimals: a 2,000-clip accuracy moves in steps of 0.0005, so three would round it.
     """
-    rows = sorted(runs, key=lambda r: -r["mean"]["accuracy"]) if sort else runs
+    rows = [*first, *(sorted(runs, key=lambda r: -r["mean"]["accuracy"]) if sort else runs)]
     lines = [
         "| run | folds | accuracy | precision | recall | F1 |",
         "|---|---|---|---|---|---|",
@@ -48,10 +49,10 @@ def markdown_table(runs: list[dict], sort: bool = True) -> str:
 
 
 def write_results(path: str | Path, kind: str, config: dict, dataset: dict, runs: list[dict],
-                  extra: dict | None = None) -> str:
-    """Write ``path`` (JSON) and ``path`` with ``.md`` (the table); return the table."""
+                  extra: dict | None = None, first: list[dict] = ()) -> str:
+    """Write ``path`` (JSON) and ``path`` with ``.md`` (the table, ``first`` rows on top); return the table."""
     path = Path(path)
     write_json_atomic(path, {"kind": kind, "config": config, "dataset": dataset, "runs": runs, **(extra or {})})
-    table = markdown_table(runs)
+    table = markdown_table(runs, first=first)
     write_text_atomic(path.with_suffix(".md"), table)
     return table

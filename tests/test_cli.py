@@ -44,6 +44,44 @@ def test_fit_resumes_last_checkpoint(tiny_root, tmp_path, monkeypatch):
     assert last["epoch"] == 1 and last["global_step"] == 2 * 3  # two epochs of 3 batches in all
 
 
+def no_native_bf16(monkeypatch, native: bool) -> None:
+    """This machine as a CPU with (or without) native bf16: what ``precision: auto`` resolves to."""
+    import esc50_lightning.hardware as hardware
+
+    flags = {"avx2": True, "avx512": native, "avx512_bf16": native, "amx": False}
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: dict(flags))
+
+
+def test_fit_resume_with_other_settings_is_refused_in_one_line(tiny_root, tmp_path, monkeypatch, capsys):
+    """``fit --ckpt_path last`` checks the run it resumes as ``sweep`` checks a fold: a changed
+    setting is refused, each named, in one line (how long it trains, ``max_epochs``, may grow);
+    ``auto`` is compared as it resolved, so the same command on a machine where it would resolve
+    otherwise (fp32 before, bf16 now) is refused too, and pinning what it ran with resumes."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    base = [*fast_args(tiny_root, tmp_path / "cache", epochs=1), "--trainer.precision=auto"]
+    no_native_bf16(monkeypatch, native=False)
+    main(["fit", *base])
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    stamp = last.stat().st_mtime_ns
+    refused = {("--model.optimizer.init_args.lr=0.0001", "--model.mixup_alpha=0.3"):
+               "model.optimizer.init_args.lr 0.002 -> 0.0001; model.mixup_alpha 0.2 -> 0.3",
+               (): "trainer.precision 'auto' (ran as '32-true') -> 'auto' (runs as 'bf16-mixed' here)"}
+    for changed, named in refused.items():
+        no_native_bf16(monkeypatch, native=not changed)  # the same command, on a machine with native bf16
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(["fit", *base, *changed, "--ckpt_path=last"])
+        assert exit_.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert line.startswith(f"esc50-lightning: error: --ckpt_path last: {last} was trained with other settings "
+                               f"({named})")
+    assert last.stat().st_mtime_ns == stamp  # nothing trained
+    main(["fit", *base, "--trainer.precision=32-true", "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert torch.load(last, weights_only=False)["epoch"] == 1  # resumed: two epochs in all, in fp32 as it began
+
+
 def test_validate_without_logger_leaves_no_config_in_working_dir(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     main(["fit", *fast_args(tiny_root, tmp_path / "cache", epochs=1)])
@@ -128,12 +166,20 @@ def test_sweep_writes_json_and_skips_finished_folds(tiny_root, tmp_path, monkeyp
     skipped = [line for line in printed.out.splitlines() if " skipped, " in line]
     assert len(skipped) == 2 and all("done: test accuracy" in line and "after 2 epochs" in line for line in skipped)
     assert "other settings" not in printed.err  # the same command: nothing to report
-    main([*args, "--trainer.max_epochs=3", "--model.mixup_alpha=0.3"])  # changed settings are reported, not trained
-    changed = [line for line in capsys.readouterr().err.splitlines() if "other settings" in line]
-    assert len(changed) == 2 and all("trainer.max_epochs 2 -> 3" in line and "model.mixup_alpha" in line
-                                     for line in changed)
+    written = out.stat().st_mtime_ns
+    with pytest.raises(SystemExit) as exit_:  # finished folds of another recipe: refused, never labelled as this one
+        main([*args, "--trainer.max_epochs=3", "--model.mixup_alpha=0.3"])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("esc50-lightning: error: sweep conv1d: fold 1 was trained with other settings than this "
+                           "run's (trainer.max_epochs 2 -> 3; model.mixup_alpha 0.2 -> 0.3), and fold 2 too")
+    assert "--restart" in line
     assert stamps == [p.stat().st_mtime_ns for p in (tmp_path / "lightning_logs").rglob("*.ckpt")]
-    assert json.loads(out.read_text())["runs"] == result["runs"]
+    assert out.stat().st_mtime_ns == written and json.loads(out.read_text())["runs"] == result["runs"]
+    main([*args, "--status", "--trainer.max_epochs=3"])  # trains nothing; says which folds a sweep would refuse
+    status = capsys.readouterr().out.strip().splitlines()
+    assert len(status) == 2 and all("trained with other settings than this run's (trainer.max_epochs 2 -> 3)" in line
+                                    for line in status)
 
 
 def test_sweep_resumes_interrupted_fold_and_reports_status(tiny_root, tmp_path, monkeypatch, capsys):
@@ -212,12 +258,46 @@ def test_lightning_optimizer_and_scheduler_arguments_override(tiny_root, tmp_pat
     assert sched["step_size"] == 1 and sched["_last_lr"] == [0.025]  # one epoch: lr halved once
 
 
+BAD_VALUE = {"sweep": ["--jobs", "two"], "ensemble": ["a", "b", "--tta_shifts", "two"],
+             "classify": ["--ckpt", "a.ckpt", "x.wav", "--top-k", "two"],
+             "export": ["--ckpt", "a.ckpt", "--out", "m.pt", "--format", "tflite"], "classical": ["--n_jobs", "two"],
+             "serve": ["--ckpt", "a.ckpt", "--port", "two"]}
+
+
+@pytest.mark.parametrize("command", list(BAD_VALUE))
+def test_every_command_has_the_same_help_config_files_and_error_lines(command, capsys):
+    """The commands of our own parse as ``classical`` and LightningCLI do (jsonargparse): the same
+    ``--help``, ``--config`` files (``--print_config`` writes one) and error lines."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: esc50-lightning {command} ") and "--config CONFIG" in text
+    # sweep's --config is fit's (the recipe each fold trains); its own options stay on the command line
+    assert ("--print_config" in text) != (command == "sweep")
+    with pytest.raises(SystemExit) as exit_:
+        main([command, *BAD_VALUE[command]])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"tip: For details of accepted options run: esc50-lightning {command} --help" in err
+    assert any(line.startswith("error: Parser key ") for line in err.splitlines()) and "Traceback" not in err
+
+
+def test_sweep_options_parse_apart_from_the_fit_options_it_passes_on():
+    from esc50_lightning.commands.sweep import parse
+
+    args, rest = parse(["--config", "c.yaml", "--folds", "3", "1", "--trainer.max_epochs", "2", "--jobs=2", "--status",
+                        "--results", "r.json", "--model.net.init_args.channels=[8, 8]", "--restart"])
+    assert (args.folds, args.jobs, args.status, args.restart, args.results) == ([1, 3], 2, True, True, "r.json")
+    assert rest == ["--config", "c.yaml", "--trainer.max_epochs", "2", "--model.net.init_args.channels=[8, 8]"]
+
+
 def test_help_lists_every_command_in_the_order_of_the_study(capsys):
     main(["--help"])
     lines = capsys.readouterr().out.splitlines()
     listed = [line.split()[0] for line in lines if line.startswith("  ")]
-    assert listed == ["data", "plots", "classical", "fit", "validate", "test", "predict", "sweep", "ensemble",
-                      "classify", "export"]
+    assert listed == ["data", "plots", "classical", "fit", "validate", "test", "predict", "sweep", "tune", "ensemble",
+                      "classify", "export", "embed", "serve"]
     assert all(len(line) <= 120 for line in lines)  # one line each
     with pytest.raises(SystemExit):
         main(["trian"])

@@ -1,5 +1,6 @@
 """The docs speak of the product: not of how or when it was worked on, who had which machine, private
-paths or paths outside the repository. Machines are named by what they have (docs/hardware.md)."""
+paths or paths outside the repository. Machines are named by what they have (docs/hardware.md). The
+configs' comments are read as docs too; a file or README section they point to exists."""
 
 import re
 from pathlib import Path
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", REPO / "bench" / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+PAGES = [REPO / "README.md", REPO / "bench" / "README.md", *sorted((REPO / "docs").rglob("*.md")), *CONFIGS]
 INTERNAL = {
     r"\bsessions?\b": "how the work was scheduled",
     r"\bwas lent\b|\blent to\b": "who had which machine",
@@ -41,3 +43,31 @@ def test_the_words_are_caught() -> None:
     for sample in samples:
         assert any(re.search(pattern, sample, re.IGNORECASE) for pattern in INTERNAL), sample
     assert not any(re.search(pattern, "cpu a", re.IGNORECASE) for pattern in INTERNAL)
+
+
+def dead_pointers(comments: str) -> list[str]:
+    """The paths (``docs/hardware.md``, ``bench/results/x.json``, globs such as ``cnn_levers*.json`` or
+    ``bench/sweeps/<name>/fold<K>/``) and README sections (``README "Hardware policy"``) that
+    ``comments`` names and the repository lacks."""
+    dead = []
+    for path in re.findall(r"\b((?:docs|bench|esc50_lightning|configs)/[\w./*<>-]*[\w>*])", comments):
+        if not list(REPO.glob(re.sub(r"<[^>]+>", "*", path))):
+            dead.append(path)
+    headings = {h.strip().lower() for h in re.findall(r"^#+ (.+)$", (REPO / "README.md").read_text(), re.MULTILINE)}
+    for section in re.findall(r"README,? [\"\u201c]([^\"\u201d]+)[\"\u201d]", comments):
+        if section.lower() not in headings:
+            dead.append(f'README "{section}"')
+    return dead
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_config_comments_point_at_what_exists(config: Path) -> None:
+    """A file or README section a config's comment points at exists."""
+    comments = "\n".join(re.findall(r"#\s?(.*)$", config.read_text(), re.MULTILINE))
+    assert not dead_pointers(comments), f"{config.name} points at {dead_pointers(comments)}, which do not exist"
+
+
+def test_a_dead_pointer_is_caught() -> None:
+    assert dead_pointers('see README "Hardware policy" and bench/results/nothing.json, '
+                         'not bench/results/cnn_curve.json or bench/sweeps/<name>/fold<K>/') == \
+        ["bench/results/nothing.json", 'README "Hardware policy"']

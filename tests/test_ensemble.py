@@ -54,6 +54,11 @@ def test_ensemble_of_sweeps_is_a_sweep_shaped_result(sweeps, tmp_path, monkeypat
                                                                                     "recall", "f1"}
     for sweep_dir, run in zip(sweeps, result["runs"][1:]):  # each member scores as its sweep tested it
         assert [f["accuracy"] for f in run["folds"]] == [FoldDir(sweep_dir, k).result()["accuracy"] for k in (1, 2)]
+    config = tmp_path / "pair.yaml"  # the same options from a config file (jsonargparse, as every command)
+    config.write_text(f"sweep_dirs: [{sweeps[0]}, {sweeps[1]}]\nfolds: [1, 2]\nname: pair_from_file\n")
+    main(["ensemble", "--config", str(config)])
+    again = json.loads((tmp_path / "lightning_logs/ensembles/pair_from_file/results.json").read_text())
+    assert again["runs"][0]["folds"] == result["runs"][0]["folds"]
 
 
 def test_ensemble_with_shifts_and_refusals(sweeps, tmp_path, monkeypatch, capsys):
@@ -72,6 +77,42 @@ def test_ensemble_with_shifts_and_refusals(sweeps, tmp_path, monkeypatch, capsys
     assert "no fold 2 model" in err or "data.seed" in err
     err = error_line(capsys, ["ensemble", str(sweeps[0]), str(other), "--folds", "2"])
     assert "no fold 2 model" in err
+
+
+def test_ensemble_defaults_to_the_folds_every_member_has_and_refuses_up_front(sweeps, tmp_path, monkeypatch, capsys):
+    """Over two sweeps of folds 1-2, ``ensemble`` with no ``--folds`` scores folds 1 and 2 and says
+    so (it used to score them, then stop on "no fold 3 model"); whatever cannot be combined (a fold
+    a member lacks or has not finished, members of another split) is refused before any fold is
+    scored."""
+    monkeypatch.chdir(tmp_path)
+    main(["ensemble", *map(str, sweeps), "--name", "both"])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "ensemble both: folds 1, 2, the ones every member has"
+    result = json.loads((tmp_path / "lightning_logs/ensembles/both/results.json").read_text())
+    assert [f["fold"] for f in result["runs"][0]["folds"]] == [1, 2] and result["config"]["folds"] == [1, 2]
+    partial = tmp_path / "partial"  # sweep 1 with fold 1 finished and fold 2 part-trained (no result yet)
+    for k in (1, 2):
+        shutil.copytree(FoldDir(sweeps[1], k).path, FoldDir(partial, k).path)
+    FoldDir(partial, 2).result_file.unlink()
+    main(["ensemble", str(sweeps[0]), str(partial), "--name", "one"])
+    assert capsys.readouterr().out.splitlines()[0] == ("ensemble one: fold 1, the one every member has "
+                                                       "(partial: fold 2 not finished)")
+    other = tmp_path / "other_split"  # fold 1 as sweep 1's, fold 2 trained with another validation split
+    for k in (1, 2):
+        shutil.copytree(FoldDir(sweeps[1], k).path, FoldDir(other, k).path)
+    ckpt = torch.load(FoldDir(other, 2).checkpoint, weights_only=False)
+    ckpt["datamodule_hyper_parameters"]["seed"] = 7
+    torch.save(ckpt, FoldDir(other, 2).checkpoint)
+    for argv, named in ([["--folds", "1", "2", "3"], "no fold 3 model"], [["--folds", "2"], "partial: no fold 2 model"],
+                        [["--folds", "1", "2"], "has data.seed=7"]):
+        members = [str(sweeps[0]), str(partial if "partial" in named else other)]
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(["ensemble", *members, *argv, "--name", "refused"])
+        out, err = capsys.readouterr()
+        assert exit_.value.code == 2 and "\n" not in err.strip() and named in err
+        assert "ensemble refused: fold" not in out  # refused before a fold was scored
+        assert not (tmp_path / "lightning_logs/ensembles/refused").exists()
 
 
 def test_test_defaults_to_the_checkpoint_fold_and_refuses_trained_folds(sweeps, tiny_root, tmp_path, monkeypatch,

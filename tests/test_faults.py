@@ -118,6 +118,38 @@ def test_a_changed_setting_on_resume_is_refused_in_one_line_and_restart_starts_o
         assert result["resumed"] is False and result["config"]["model"]["optimizer"]["init_args"]["lr"] == 0.0001
 
 
+def test_a_resume_where_auto_would_resolve_otherwise_is_refused_in_one_line(short_root, tmp_path, monkeypatch, capsys):
+    """Each fold records the precision, compile and layout it ran with (its result and its
+    checkpoint). A fold started in fp32 on a CPU without native bf16 and resumed where ``auto``
+    means bf16 would train its second half otherwise: refused in one line; pinning what it ran
+    with resumes it."""
+    from .test_cli import no_native_bf16
+
+    sweep_dir = tmp_path / "sweep"
+    base = ["sweep", *short_args(short_root, tmp_path / "cache"), "--trainer.precision=auto", "--folds", "1",
+            "--sweep_dir", str(sweep_dir)]
+    no_native_bf16(monkeypatch, native=False)
+    main(base)
+    fold = FoldDir(sweep_dir, 1)
+    ran = {"trainer.precision": "32-true", "model.compile": False, "model.channels_last": None}
+    assert fold.result()["resolved"] == ran
+    fold.result_file.unlink()  # killed after its last checkpoint: part-trained
+    assert fold.trained_resolved() == ran  # what the checkpoint records
+    stamp = fold.checkpoint.stat().st_mtime_ns
+    no_native_bf16(monkeypatch, native=True)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(base)
+    assert error_lines(capsys)[-1] == (
+        f"esc50-lightning: error: fold 1 in {fold.path} was trained with other settings (trainer.precision 'auto' "
+        "(ran as '32-true') -> 'auto' (runs as 'bf16-mixed' here)); add --restart to train it afresh, pin "
+        "--trainer.precision 32-true to go on as it ran, or use a new --sweep_dir")
+    assert fold.checkpoint.stat().st_mtime_ns == stamp and not fold.result_file.exists()
+    main([*base, "--trainer.precision=32-true"])
+    result = fold.result()
+    assert result["resumed"] is True and result["resolved"] == ran
+
+
 def test_on_ray_the_worker_refuses_a_changed_setting_and_never_resumes_a_foreign_checkpoint(sweep_copy, tmp_path,
                                                                                            monkeypatch):
     """``fold_task`` as a Ray worker runs it. Seeing the driver's folder (its token), the worker

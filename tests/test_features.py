@@ -128,3 +128,34 @@ def test_stretch_and_shift_move_content_where_expected():
     assert active[0].sum() == 32 and active[0, 16:48].all()  # twice as long, around the centre
     assert active[1, 16:48].sum() == 8 and active[1, 28:36].all()  # half as long (edges reflect)
     assert slow.shape == x.shape
+
+
+def band_starts(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(widths, starts)`` of one-band masks ``(n, size)``; the start of an empty band is -1."""
+    widths = masks.sum(-1)
+    starts = torch.where(widths > 0, masks.float().argmax(-1), torch.full_like(widths, -1))
+    return widths, starts
+
+
+def test_spec_augment_draws_each_width_then_every_start_that_fits_alike():
+    """SpecAugment's band: a width uniform over ``0 .. width - 1``, then a start uniform over the
+    ``size - width`` starts it draws from. torchaudio's ``FrequencyMasking``/``TimeMasking`` with
+    ``iid_masks`` draw the same widths, but their start from ``size - v`` with ``v`` the width
+    before rounding down, so the last start comes about half as often as the others (and in the
+    input's dtype: in bf16 the positions are rounded). That is why ours stays."""
+    from torchaudio.transforms import FrequencyMasking
+
+    from esc50_lightning.features.augment import random_bands
+
+    torch.manual_seed(0)
+    n, size, width = 200_000, 10, 4
+    widths, starts = band_starts(random_bands(n, 1, width, size, torch.device("cpu")))
+    theirs_w, theirs_s = band_starts(FrequencyMasking(width, iid_masks=True)(torch.ones(n, size, 1))[..., 0] == 0)
+    for w in range(width):
+        assert (widths == w).float().mean() == pytest.approx(1 / width, abs=0.005)
+        assert (theirs_w == w).float().mean() == pytest.approx(1 / width, abs=0.005)
+    for w in range(1, width):
+        ours = torch.bincount(starts[widths == w], minlength=size)[: size - w].float()
+        assert ours.min() / ours.max() > 0.9  # every start alike
+        theirs = torch.bincount(theirs_s[theirs_w == w], minlength=size)[: size - w].float()
+        assert theirs[-1] / theirs[:-1].mean() < 0.6  # their last start: about half as often

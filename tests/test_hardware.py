@@ -54,6 +54,7 @@ def test_cuda_detected_with_and_without_bf16(monkeypatch):
 
     real = inspect.signature(hardware.torch.cuda.is_bf16_supported).parameters
     assert inspect.signature(gpu_bf16(True)).parameters == real  # the model follows torch's function
+    monkeypatch.setattr(hardware, "nvml_devices", lambda: None)  # where NVML cannot answer, torch is asked
     monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(hardware.torch.cuda, "get_device_name", lambda i: "Fake GPU")
     for native, expected in ((True, "bf16-mixed"), (False, "16-mixed")):  # Ampere or later; V100, T4
@@ -88,7 +89,11 @@ def test_layout_and_compile_switches(monkeypatch):
     assert resolve_switch("channels_last", "auto", "cpu") is True
     assert resolve_switch("channels_last", "auto", "cuda") is True
     assert resolve_switch("channels_last", "auto", "mps") is False
+    monkeypatch.setattr(hardware, "cuda_capability", lambda device: (8, 0))
     assert resolve_switch("compile", "auto", "cuda") is True
+    monkeypatch.setattr(hardware, "cuda_capability", lambda device: (6, 0))  # a P100: Triton refuses it
+    assert resolve_switch("compile", "auto", "cuda") is False
+    assert "compute capability 7.0, this GPU has 6.0" in hardware.compile_refusal("cuda")
     monkeypatch.setattr(hardware.shutil, "which", lambda name: None)  # no C++ compiler: inductor cannot build
     assert resolve_switch("compile", "auto", "cpu") is False
     monkeypatch.setattr(hardware.shutil, "which", lambda name: "/usr/bin/g++")

@@ -8,9 +8,9 @@ import soundfile as sf
 import torch
 
 from esc50_lightning.cli import main
-from esc50_lightning.commands.classify import windows
 from esc50_lightning.features.conv_stft import ConvPowerSpectrogram
 from esc50_lightning.training.checkpoints import load_checkpoint
+from esc50_lightning.training.inference import windows
 
 from .test_cli import fast_args
 
@@ -229,3 +229,23 @@ def test_export_metadata_never_overwrites_the_model(tmp_path):
 
     assert metadata_path(tmp_path / "model.onnx") == tmp_path / "model.json"
     assert metadata_path(tmp_path / "model.json") == tmp_path / "model.json.meta.json"
+
+
+def test_classify_and_export_take_their_options_from_a_config_file(ckpt, tmp_path, monkeypatch, capsys):
+    """jsonargparse, as every command: ``--print_config`` writes the options given, ``--config``
+    reads them back (the spellings on the command line are unchanged: ``--top-k``, ``--json``)."""
+    clip = tmp_path / "x.wav"
+    sf.write(clip, 0.1 * np.random.default_rng(1).standard_normal(40000), 8000)
+    with pytest.raises(SystemExit) as exit_:
+        main(["classify", "--ckpt", str(ckpt), str(clip), "--top-k", "2", "--print_config"])
+    assert exit_.value.code == 0
+    config = tmp_path / "classify.yaml"
+    config.write_text(capsys.readouterr().out)
+    main(["classify", "--config", str(config), "--json"])
+    from_file = json.loads(capsys.readouterr().out)
+    main(["classify", "--ckpt", str(ckpt), str(clip), "--top-k", "2", "--json"])
+    assert json.loads(capsys.readouterr().out) == from_file and len(from_file["results"][0]["top"]) == 2
+    exported = tmp_path / "export.yaml"
+    exported.write_text(f"ckpt: [{ckpt}]\nformat: torchscript\nout: {tmp_path / 'model.pt'}\n")
+    main(["export", "--config", str(exported)])
+    assert torch.jit.load(str(tmp_path / "model.pt"))(torch.zeros(1, 40000)).shape == (1, 50)

@@ -1,7 +1,8 @@
 """The docs quote the committed result files, not numbers typed by hand that drift from them.
 
-Reads only files of this repository (``README.md``, ``docs/**/*.md``, ``bench/results/``,
-``bench/sweeps/``): when a sweep is re-run or a fold lands, the pages' tables must follow, or this fails.
+Reads only files of this repository (``README.md``, ``docs/**/*.md``, the configs' comments,
+``bench/results/``, ``bench/sweeps/``): when a sweep is re-run or a fold lands, the pages' tables must
+follow, or this fails. Durations too: a measured time on a page is a number some result file holds.
 """
 
 import json
@@ -13,6 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 TEXTS = {page.relative_to(REPO).as_posix(): page.read_text() for page in PAGES}
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+# what a config says about itself: its comment lines (a figure there is a claim like a page's)
+COMMENTS = {path.relative_to(REPO).as_posix(): "\n".join(re.findall(r"#\s?(.*)$", path.read_text(), re.MULTILINE))
+            for path in CONFIGS}
 DOCS = "\n".join(TEXTS.values())
 RESULTS = sorted((REPO / "bench" / "results").glob("*.json"))
 SWEEPS = [path for path in RESULTS if path.name.startswith("sweep_")]
@@ -34,7 +39,7 @@ def result_runs() -> list[dict]:
     runs = []
     for path in RESULTS:
         doc = json.loads(path.read_text())
-        runs += [run for run in doc.get("runs", []) if "mean" in run and "std" in run]
+        runs += [run for run in [*doc.get("runs", []), doc.get("selected") or {}] if "mean" in run and "std" in run]
     return runs
 
 
@@ -70,11 +75,12 @@ def test_docs_quote_the_best_classical_row() -> None:
     assert best["name"].replace("|", "\\|") in DOCS
 
 
-@pytest.mark.parametrize("page", TEXTS, ids=str)
+@pytest.mark.parametrize("page", [*TEXTS, *COMMENTS], ids=str)
 def test_every_mean_and_std_is_a_committed_result(page: str) -> None:
-    """Every ``0.dddd ± 0.dddd`` on a page is some committed run's mean ± std of some metric."""
+    """Every ``0.dddd ± 0.dddd`` on a page (or in a config's comments) is some committed run's mean ±
+    std of some metric."""
     known = {mean_and_std(run, metric) for run in RUNS for metric in METRICS}
-    unknown = sorted(set(PLUS_MINUS.findall(TEXTS[page])) - known)
+    unknown = sorted(set(PLUS_MINUS.findall({**TEXTS, **COMMENTS}[page])) - known)
     assert not unknown, f"{page} quotes {unknown}, which no file in bench/results/ holds"
 
 
@@ -168,3 +174,126 @@ def test_docs_levers_rows_match_results(path: Path) -> None:
             expected = run["weights"][column]
             assert (val, test) == pytest.approx((expected["val_accuracy"], expected["test_accuracy"]), abs=5e-6), \
                 f"{path.name}: {run['variant']}'s {column}"
+
+
+CLASSICAL = json.loads((REPO / "bench" / "results" / "classical.json").read_text())
+
+
+def test_the_classical_headline_is_chosen_on_validation() -> None:
+    """The README and the results page give the classical baseline as the row chosen per fold on
+    validation (``classical`` writes it as ``selected``); the best row on the test folds appears only
+    labelled as an optimistic upper bound, never as the headline."""
+    assert "selected" in CLASSICAL, (
+        "bench/results/classical.json predates the selection on validation: run `esc50-lightning classical "
+        "--config configs/classical.yaml --results bench/results/classical.json` and quote its `selected` run")
+    selected = mean_and_std(CLASSICAL["selected"])
+    best = mean_and_std(next(run for run in CLASSICAL["runs"] if run["name"] == CLASSICAL["upper_bound"]))
+    for page in ("README.md", "docs/results.md"):
+        assert selected in TEXTS[page], f"{page} does not quote the validation-chosen classical {selected}"
+        for line in TEXTS[page].splitlines():
+            if best in line and selected not in line:
+                assert "upper bound" in line, f"{page}: the best-on-test {best} unlabelled: {line}"
+
+
+def test_config_comments_give_no_test_fold_figure_as_a_reason() -> None:
+    """"No model or epoch is ever chosen on a test fold": a config's comments justify it with validation
+    figures; a comment line that speaks of a test fold quotes no accuracy."""
+    for name, comments in COMMENTS.items():
+        for line in comments.splitlines():
+            assert not (re.search(r"\btest\b", line, re.IGNORECASE) and re.search(r"\b0\.\d{2,}", line)), \
+                f"{name}: a test figure in a comment: {line}"
+
+
+# ----- durations -----------------------------------------------------------------------------------
+UNITS = {"h": 3600, "min": 60, "s": 1, "hour": 3600, "hours": 3600, "minute": 60, "minutes": 60,
+         "second": 1, "seconds": 1}
+UNIT = r"(?:h|hours?|min|minutes?|s|seconds?)"
+# ``2 h 33 min``, ``9 min 29 s``, ``1,960.5 s``: a figure and its unit, one to three of them in a row
+DURATION = re.compile(rf"(?<![\w.,\-])((?:\d[\d,]*(?:\.\d+)? {UNIT}\b(?: |(?=[^\w-])|$)){{1,3}})(?![\w-])")
+HEDGED = re.compile(r"(?:about|some|nearly|roughly|~|under|over|within|up to|at least|estimated?|every)\s*$")
+# Times read from committed TensorBoard events rather than a result file (bench/epoch_times.py and
+# the events' timestamps): each with where it is read.
+FROM_EVENTS = {
+    114.7: "bench/sweeps/cnn/fold4: its first 10 epochs, before the resume (first event file's span)",
+    9159.5: "sweep_cnn.json total_train_seconds 9,044.8 + fold 4's first 10 epochs (114.7 s)",
+    20.5: "bench/sweeps/cnn_wide/fold1: fastest epoch (bench/epoch_times.py)",
+    109.9: "bench/sweeps/cnn_wide/fold1: slowest epoch (bench/epoch_times.py)",
+    37.2: "bench/sweeps/cnn_wide/fold1: median epoch under 50 s (bench/epoch_times.py)",
+    61.5: "bench/sweeps/cnn_320/fold3: its one epoch over 50 s (bench/epoch_times.py)",
+}
+
+
+def leaves(node: object) -> list[float]:
+    if isinstance(node, bool):
+        return []
+    if isinstance(node, (int, float)):
+        return [float(node)]
+    values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    return [x for value in values for x in leaves(value)]
+
+
+def known_durations() -> set[float]:
+    """Every number of every committed result file; and what pages derive from one file's folds:
+    the sum and mean of any subset of its folds' ``train_seconds``, a row's ``train_seconds`` per
+    epoch, and the sum of two files' ``total_train_seconds``."""
+    from itertools import combinations
+
+    values, totals = set(FROM_EVENTS), []
+    docs = [json.loads(path.read_text()) for path in [*RESULTS, *(REPO / "bench" / "sweeps").rglob("result.json")]]
+    for doc in docs:
+        values.update(leaves(doc))
+        if "total_train_seconds" in doc:
+            totals.append(doc["total_train_seconds"])
+        for run in doc.get("runs", []):
+            seconds = [f["train_seconds"] for f in run.get("folds", []) if "train_seconds" in f]
+            for k in range(2, len(seconds) + 1):
+                for subset in combinations(seconds, k):
+                    values.update({sum(subset), sum(subset) / k})
+        for row in doc.get("rows", []):
+            epochs = doc.get("epochs")
+            if isinstance(row, dict) and isinstance(row.get("train_seconds"), (int, float)) and \
+                    isinstance(epochs, (int, float)):
+                values.add(row["train_seconds"] / epochs)
+    values.update(a + b for a, b in combinations(totals, 2))
+    return values
+
+
+KNOWN = known_durations()
+
+
+def quoted_durations(text: str) -> list[tuple[str, float, float]]:
+    """``(as written, seconds, half its last unit's step)`` of each measured duration in ``text``: one
+    with a decimal or in hours or minutes, not in code, not a range (epoch spreads read from events),
+    not hedged (``about 5 minutes``)."""
+    text = re.sub(r"^(```|~~~).*?^\1[^\n]*$", "", text, flags=re.DOTALL | re.MULTILINE)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    found = []
+    for match in DURATION.finditer(text):
+        written = match.group(1).strip()
+        parts = re.findall(rf"(\d[\d,]*(?:\.\d+)?) ({UNIT})\b", written)
+        if HEDGED.search(text[max(0, match.start() - 16):match.start()]):
+            continue
+        if len(parts) == 1 and UNITS[parts[0][1]] == 1 and "." not in parts[0][0]:
+            continue  # ``5 s`` clips, ``50 s`` thresholds: settings, not measurements
+        number, unit = parts[-1]
+        step = UNITS[unit] * 10 ** -(len(number.split(".")[1]) if "." in number else 0)
+        found.append((written, sum(float(n.replace(",", "")) * UNITS[u] for n, u in parts), step / 2))
+    return found
+
+
+@pytest.mark.parametrize("page", [*TEXTS, *COMMENTS], ids=str)
+def test_every_quoted_duration_is_in_a_result_file(page: str) -> None:
+    """A training or run time on a page (``9 min 29 s``, ``1,687.1 s``, ``2 h 33 min``) is a number a
+    committed result file holds (or a sum or mean of one file's folds), at the precision written; a
+    time read from committed events is listed in ``FROM_EVENTS`` with where it is read."""
+    wrong = [written for written, seconds, half_step in quoted_durations({**TEXTS, **COMMENTS}[page])
+             if not any(abs(value - seconds) <= half_step + 1e-6 for value in KNOWN)]
+    assert not wrong, f"{page} quotes {wrong}, which no file in bench/results/ or bench/sweeps/ holds"
+
+
+def test_the_duration_check_catches_a_time_typed_by_hand() -> None:
+    assert [w for w, *_ in quoted_durations("took 9 min 29 s, then 1,687.1 s, 2 h 33 min and 9 minutes")] == \
+        ["9 min 29 s", "1,687.1 s", "2 h 33 min", "9 minutes"]
+    assert not quoted_durations("5 s clips, about 2 minutes, 11.5-12.7 s an epoch, `876.6 s`")
+    seconds = {w: s for w, s, _ in quoted_durations("9 min 29 s or 556.2 s")}
+    assert not any(abs(v - seconds["9 min 29 s"]) <= 0.5 for v in KNOWN) and 556.2 in KNOWN

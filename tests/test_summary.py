@@ -151,6 +151,20 @@ def test_fold_run_carries_its_test_accuracy(tmp_path):
                        "hp/fold2_accuracy": pytest.approx(0.75)}
 
 
+def test_fold_run_without_a_confusion_matrix_reads_the_accuracy_the_classifier_logs(tmp_path):
+    """A module that kept no confusion matrix: the accuracy comes from the metric the classifier
+    logs, ``test/acc`` (``test/accuracy`` was a KeyError)."""
+    logger = TensorBoardLogger(str(tmp_path), name="", version="fold3", default_hp_metric=False)
+    metrics = {"test/acc": torch.tensor(0.625), "test/f1": torch.tensor(0.5)}
+    trainer = SimpleNamespace(is_global_zero=True, callback_metrics=metrics, datamodule=None, loggers=[logger],
+                              global_step=3)
+    FoldHParams({**CONFIG, "data": {**CONFIG["data"], "fold": 3}}).on_test_end(trainer, SimpleNamespace(confusion=None))
+    logger.finalize("success")
+    _, rows = dashboard(tmp_path)
+    assert rows["fold3"][1] == {"hp/test_accuracy": pytest.approx(0.625), "hp/test_f1": pytest.approx(0.5),
+                                "hp/fold3_accuracy": pytest.approx(0.625)}
+
+
 def test_train_clips_as_recorded_else_as_the_split_took_them():
     """Runs written before ``train_clips`` was recorded get what their split took: four of five
     folds, less the validation share unless there was none; an ensemble, its first member's."""

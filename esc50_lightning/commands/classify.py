@@ -17,36 +17,12 @@ import argparse
 import json
 import sys
 
-import torch
+from jsonargparse import ArgumentParser
 
-from esc50_lightning.data.audio import fix_length, load_clip
+from esc50_lightning.commands import command_parser
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.training.checkpoints import LoadedModel, load_ensemble
-
-
-def windows(wave: torch.Tensor, size: int, overlap: float = 0.5) -> tuple[torch.Tensor, list[float]]:
-    """``(n, size)`` windows covering ``wave`` and their start offsets in samples."""
-    if wave.shape[-1] <= size:
-        return fix_length(wave, size)[None], [0]
-    hop = max(1, int(size * (1 - overlap)))
-    starts = list(range(0, wave.shape[-1] - size + 1, hop))
-    if starts[-1] + size < wave.shape[-1]:
-        starts.append(wave.shape[-1] - size)
-    return torch.stack([wave[s : s + size] for s in starts]), starts
-
-
-@torch.no_grad()
-def classify_file(model: LoadedModel, path: str, overlap: float = 0.5) -> dict:
-    wave = load_clip(path, model.sample_rate)
-    batch, starts = windows(wave, model.clip_samples, overlap)
-    probs = model.module(batch).float().softmax(-1)
-    return {"file": path, "seconds": round(wave.shape[-1] / model.sample_rate, 3), "probabilities": probs.mean(0),
-            "windows": [(s / model.sample_rate, p) for s, p in zip(starts, probs)]}
-
-
-def top(probs: torch.Tensor, names: list[str], k: int) -> list[dict]:
-    values, index = probs.topk(min(k, len(names)))
-    return [{"class": names[i], "probability": round(float(v), 4)} for v, i in zip(values, index.tolist())]
+from esc50_lightning.training.checkpoints import load_ensemble
+from esc50_lightning.training.inference import classify_file, top
 
 
 def checkpoints_and_audio(ckpts: list[str], audio: list[str], separated: bool) -> tuple[list[str], list[str]]:
@@ -58,20 +34,25 @@ def checkpoints_and_audio(ckpts: list[str], audio: list[str], separated: bool) -
     return [ckpts[0], *(name for name in ckpts[1:] if name.endswith(".ckpt"))], [*audio, *extra]
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="esc50-lightning classify", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("audio", nargs="*", help="audio files (WAV, FLAC, OGG, ...)")
+def build_parser() -> ArgumentParser:
+    parser = command_parser("classify", __doc__)
+    # SUPPRESS: absent from the command line, a config file's audio stays
+    parser.add_argument("audio", nargs="*", default=argparse.SUPPRESS, help="audio files (WAV, FLAC, OGG, ...)")
     parser.add_argument("--ckpt", required=True, nargs="+", action="extend",
                         help="one or more checkpoints written by fit or sweep; several: their mean probabilities")
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per file")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--windows", action="store_true", help="also show each window's top class")
     parser.add_argument("--overlap", type=float, default=0.5, help="overlap of windows in long files")
     parser.add_argument("--skip-bad", action="store_true",
                         help="report unreadable files and carry on (exit status 1 if any)")
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    args.ckpt, args.audio = checkpoints_and_audio(args.ckpt, args.audio, "--" in argv)
+    args.ckpt, args.audio = checkpoints_and_audio(args.ckpt, list(getattr(args, "audio", None) or []), "--" in argv)
     if not args.audio:
         parser.error("the following arguments are required: audio")
     if not 0 <= args.overlap < 1:

@@ -9,12 +9,14 @@ the log of their mean class probabilities as the logits (their input settings mu
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Literal
 
 import torch
+from jsonargparse import ArgumentParser
 
 from esc50_lightning.atomic import write_json_atomic
+from esc50_lightning.commands import command_parser
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.training.checkpoints import load_ensemble
 
@@ -51,13 +53,16 @@ def metadata_path(out: Path) -> Path:
     return out.with_suffix(".json") if out.suffix != ".json" else out.with_name(out.name + ".meta.json")
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="esc50-lightning export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    parser = command_parser("export", __doc__)
     parser.add_argument("--ckpt", required=True, nargs="+", action="extend",
                         help="one or more checkpoints written by fit or sweep; several: one graph, their mean")
-    parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    parser.add_argument("--format", type=Literal["torchscript", "onnx"], default="torchscript")
+    parser.add_argument("--out", type=str, required=True, help="the model file to write (and a .json beside it)")
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
     path = export(args.ckpt[0] if len(args.ckpt) == 1 else args.ckpt, args.format, args.out)
     print(f"export: {path} ({path.stat().st_size // 1024} KB) and {metadata_path(path)}")

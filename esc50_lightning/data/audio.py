@@ -6,9 +6,11 @@ on disk so that later runs memory-map it instead of decoding again.
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -18,6 +20,8 @@ import torchaudio.functional as AF
 from esc50_lightning.data.integrity import declared_length_problem
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.features.pipeline import CLIP_SECONDS
+
+DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)  # what soundfile raises on bad bytes
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -36,11 +40,40 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     problem = declared_length_problem(path)
     if problem:
         raise ESC50Error(f"{path}: {problem}")
+    return _decode(path, str(path))
+
+
+def read_audio_bytes(data: bytes, name: str = "upload") -> tuple[np.ndarray, int]:
+    """``read_audio`` of a file held in memory (an upload), with the same checks; ``name`` labels
+    the error lines (never opened: the bytes are the whole file)."""
+    if not data:
+        raise ESC50Error(f"{name}: empty file")
+    buffer = io.BytesIO(data)
+    problem = declared_length_problem(buffer)
+    if problem:
+        raise ESC50Error(f"{name}: {problem}")
+    return _decode(buffer, name)
+
+
+def declared_seconds(data: bytes, name: str = "upload") -> float:
+    """The duration a file in memory declares in its header, read without decoding the audio."""
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        reason = str(err).split(": ")[-1].strip() or type(err).__name__
-        raise ESC50Error(f"{path}: cannot decode audio ({reason})") from None
+        info = sf.info(io.BytesIO(data))
+    except DECODE_ERRORS as err:
+        raise _cannot_decode(name, err) from None
+    return info.frames / info.samplerate if info.samplerate else 0.0
+
+
+def _cannot_decode(name: str, err: Exception) -> ESC50Error:
+    reason = str(err).split(": ")[-1].strip() or type(err).__name__
+    return ESC50Error(f"{name}: cannot decode audio ({reason})")
+
+
+def _decode(source: str | Path | BinaryIO, path: str) -> tuple[np.ndarray, int]:
+    try:
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
+    except DECODE_ERRORS as err:
+        raise _cannot_decode(path, err) from None
     if data.shape[0] == 0:
         raise ESC50Error(f"{path}: no audio samples")
     if not np.isfinite(data).all():
@@ -56,9 +89,10 @@ def fix_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:
     return torch.nn.functional.pad(wave, (0, num_samples - n))
 
 
-def load_clip(path: str | Path, sample_rate: int, num_samples: int | None = None) -> torch.Tensor:
-    """One file as a mono float32 tensor ``(samples,)`` at ``sample_rate``, optionally fixed length."""
-    data, rate = read_audio(path)
+def load_clip(path: str | Path | bytes, sample_rate: int, num_samples: int | None = None) -> torch.Tensor:
+    """One file (a path, or a whole file's bytes) as a mono float32 tensor ``(samples,)`` at
+    ``sample_rate``, optionally fixed length."""
+    data, rate = read_audio_bytes(path) if isinstance(path, bytes) else read_audio(path)
     wave = torch.from_numpy(data.mean(axis=1))
     if rate != sample_rate:
         wave = AF.resample(wave, rate, sample_rate)

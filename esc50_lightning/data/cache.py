@@ -12,12 +12,17 @@ A cached tensor is named by a hash of everything that produced it:
   holds for the same files and settings.
 
 A stale entry is never deleted, only no longer named: clear the cache folder to reclaim space.
+
+Processes that find an entry missing at once (``sweep --jobs N`` on a fresh cache, DDP ranks)
+build it once: the first takes the entry's lock file (``<entry>.lock``) and builds, the others
+wait for the lock, then load what it wrote.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +32,9 @@ import torch
 
 from esc50_lightning.atomic import save_torch_atomic
 from esc50_lightning.data.audio import CLIP_SECONDS, decode_and_resample
+from esc50_lightning.locks import file_lock
+
+log = logging.getLogger("esc50_lightning")
 
 # 1: waveforms keyed by path, size and mtime. 2: content stamps; the front end moved into
 # features.pipeline (FrontendSettings, InputPipeline), so features cached before are not reused.
@@ -69,6 +77,12 @@ def load_cached(path: Path) -> torch.Tensor | None:
         return None
 
 
+def build_lock(path: Path):
+    """The lock that lets one process build cache entry ``path`` while the others wait."""
+    lock = path.with_name(path.name + ".lock")
+    return file_lock(lock, lambda: log.info(f"waiting for another process to build {path.name}"))
+
+
 def cached_clips(
     paths: list[Path], sample_rate: int, cache_dir: str | Path, seconds: float = CLIP_SECONDS, always: bool = True,
     content: str | None = None,
@@ -83,10 +97,14 @@ def cached_clips(
     key = cache_key(content, {"sample_rate": sample_rate, "clip_seconds": seconds})
     path = Path(cache_dir) / f"waveforms-{sample_rate}-{key}.pt"
     waves = load_cached(path)
-    if waves is None:
-        waves, resampled = decode_and_resample(paths, sample_rate, seconds)
-        if always or resampled:
-            save_torch_atomic(waves, path)
+    if waves is not None:
+        return waves
+    with build_lock(path):
+        waves = load_cached(path)  # built by the process that held the lock
+        if waves is None:
+            waves, resampled = decode_and_resample(paths, sample_rate, seconds)
+            if always or resampled:
+                save_torch_atomic(waves, path)
     return waves
 
 
@@ -102,7 +120,11 @@ def cached_features(
     features = load_cached(path)
     if features is not None:
         return features.clone()  # memory-mapped -> RAM: batches are random slices
-    rate, seconds = settings["sample_rate"], settings.get("clip_seconds", CLIP_SECONDS)
-    features = compute(cached_clips(paths, rate, cache_dir, seconds, always=False, content=content))
-    save_torch_atomic(features, path)
+    with build_lock(path):
+        features = load_cached(path)  # built by the process that held the lock
+        if features is not None:
+            return features.clone()
+        rate, seconds = settings["sample_rate"], settings.get("clip_seconds", CLIP_SECONDS)
+        features = compute(cached_clips(paths, rate, cache_dir, seconds, always=False, content=content))
+        save_torch_atomic(features, path)
     return features

@@ -18,16 +18,22 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
+from esc50_lightning.atomic import save_torch_atomic
 from esc50_lightning.data.audio import CLIP_SECONDS
-from esc50_lightning.data.cache import cached_clips, cached_features
+from esc50_lightning.data.cache import cache_key, cached_clips, cached_features, content_key, load_cached
 from esc50_lightning.data.download import default_cache_dir, ensure_dataset
 from esc50_lightning.data.meta import NUM_CLASSES, class_names, load_metadata
 from esc50_lightning.data.slices import SliceDataset, keep_batch
 from esc50_lightning.data.splits import fold_split, validation_folds
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.features import RandomGain, build_augment, compute_features, pool
-from esc50_lightning.features.pipeline import FrontendSettings, InputPipeline
-from esc50_lightning.features.spectrogram import FeatureKind, num_frames
+from esc50_lightning.features import RandomGain, RandomTimeShift, build_augment, compute_features, pool
+from esc50_lightning.features.pipeline import FrontendSettings, InputKind, InputPipeline
+from esc50_lightning.features.spectrogram import num_frames
+from esc50_lightning.locks import file_lock
+
+RESIDENT_SHARE = 0.25  # on_device auto: the clips stay on the GPU when they take at most this share of its free memory
+# spectrogram-level augmentation: refused with ``feature: waveform`` (an encoder masks its own input)
+SPECTROGRAM_AUGMENTS = ("freq_masks", "time_masks", "time_stretch", "freq_shift", "crop_seconds")
 
 
 @dataclass
@@ -60,7 +66,9 @@ class ESC50DataModule(L.LightningDataModule):
             It never selects a checkpoint.
         sample_rate: clips are resampled to this rate (Hz) and fixed to ``clip_seconds``.
         feature, n_fft, win_length, hop_length, n_mels, f_min, f_max, top_db: the spectrogram
-            (``features.SpectrogramFrontend``).
+            (``features.SpectrogramFrontend``); ``feature: waveform`` hands the clips themselves,
+            ``(1, samples)``, to a network with its own front end (``models.encoders``): then
+            ``augment`` takes only ``gain_db`` (a linear gain) and ``time_shift`` (of samples).
         batch_size: clips per training batch (evaluation uses 4x).
         val_strategy: ``grouped`` carves ``val_fraction`` of the training folds out for
             validation, stratified by class and grouped by ``src_file`` (clips cut from one
@@ -72,6 +80,11 @@ class ESC50DataModule(L.LightningDataModule):
         cache_dir: where decoded waveforms and features are cached.
         allow_subset: accept a metadata file with fewer than 2,000 clips (tests, experiments).
         seed: seed of the validation split.
+        on_device: keep every clip's inputs (features, or waveforms) in the training GPU's memory
+            and slice batches there: ``auto`` where they take at most a quarter of its free
+            memory (ESC-50's features take 100-200 MB, its 16 kHz waveforms 640 MB); ``false``
+            keeps them in host memory, batches copied through pinned memory without blocking.
+            On a CPU batches are sliced where the clips are, whatever this says.
     """
 
     def __init__(
@@ -80,7 +93,7 @@ class ESC50DataModule(L.LightningDataModule):
         fold: int | Literal["all"] = 1,
         sample_rate: int = 16000,
         clip_seconds: float = CLIP_SECONDS,
-        feature: FeatureKind = "log_mel",
+        feature: InputKind = "log_mel",
         n_fft: int = 1024,
         win_length: int | None = None,
         hop_length: int = 512,
@@ -97,6 +110,7 @@ class ESC50DataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         allow_subset: bool = False,
         seed: int = 0,
+        on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__()
         if fold != "all" and fold not in range(1, 6):
@@ -112,7 +126,13 @@ class ESC50DataModule(L.LightningDataModule):
         self.settings = FrontendSettings.from_mapping(self.hparams)
         self.pipeline = InputPipeline(self.settings)
         augment = asdict(augment or Augmentation())
-        self.gain = RandomGain(augment.pop("gain_db"))
+        if feature == "waveform":
+            spectral = [f"data.augment.{k}" for k in SPECTROGRAM_AUGMENTS if augment[k]]
+            if spectral:
+                raise ESC50Error(f"{', '.join(spectral)} act on spectrograms; with data.feature waveform the encoder "
+                                 "computes its own features and masks them itself (--model.net.init_args.freq_masks, "
+                                 "time_masks ...); keep data.augment to gain_db and time_shift")
+        self.gain = RandomGain(augment.pop("gain_db"), linear=feature == "waveform")
         crop_seconds = augment.pop("crop_seconds")
         if crop_seconds < 0:
             raise ESC50Error(f"data.augment.crop_seconds must be >= 0, got {crop_seconds}")
@@ -120,6 +140,10 @@ class ESC50DataModule(L.LightningDataModule):
         self.augment = build_augment(**augment, crop_frames=crop_frames)
         self.meta = None
         self.class_names: list[str] = [f"class_{i}" for i in range(NUM_CLASSES)]
+        self.on_device = on_device
+        self._resident: tuple | None = None  # (host inputs, their device copy, targets there)
+        self._pipeline_placed: tuple | None = None  # (pipeline, the device it was moved to)
+        self.serving_embeddings = False  # inputs are a frozen encoder's embeddings (use_embeddings)
 
     # ----- shapes known before any data is read (linked into the model by the CLI) -----
     @property
@@ -145,8 +169,10 @@ class ESC50DataModule(L.LightningDataModule):
         self.class_names = class_names(self.meta)
         self.targets = torch.tensor(self.meta["target"].to_numpy(), dtype=torch.long)
         paths = [Path(self.root) / "audio" / f for f in self.meta["filename"]]
-        if not self.precompute:
+        if not self.precompute or self.settings.feature == "waveform":  # the clips are the inputs: no second copy
             self.inputs = cached_clips(paths, self.sample_rate, self.cache_dir, self.clip_seconds)
+            if self.precompute:
+                self.inputs = self.inputs[:, None].clone()  # (clips, 1, samples) in RAM: batches are random slices
             return
         self.inputs = cached_features(paths, self.settings.as_dict(), self.cache_dir,
                                       lambda waves: compute_features(self.pipeline.frontend, waves, self._device()))
@@ -174,6 +200,8 @@ class ESC50DataModule(L.LightningDataModule):
         self.load_all()
         self.index = self.split()
         train = self.index["train"]
+        if self.settings.feature == "waveform" or self.serving_embeddings:
+            return  # nothing to fit: the encoder normalises its own features
         if self.precompute:
             train_features = self.inputs[train]
         else:
@@ -190,18 +218,52 @@ class ESC50DataModule(L.LightningDataModule):
         return x, m["target"].to_numpy(), m["fold"].to_numpy(), m["src_file"].to_numpy()
 
     # ----- loaders -----
+    # ----- where batches come from: the training device, or pinned host memory -----
+    def keeps_inputs_on_device(self, device: torch.device) -> bool:
+        """Whether every clip's inputs stay on CUDA ``device`` (``on_device``; see the class)."""
+        if device.type != "cuda" or self.on_device is False or self.on_device == "false":
+            return False
+        if self.on_device is True or self.on_device == "true":
+            return True
+        free, _ = torch.cuda.mem_get_info(device)
+        return self.inputs.nbytes + self.targets.nbytes <= RESIDENT_SHARE * free
+
+    def batch_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, targets)`` of every clip, where batches are sliced from: on the training
+        device (copied there once per process) when it keeps them, else the host tensors."""
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        resident = self._resident
+        if resident is not None and resident[0] is self.inputs and resident[1].device == device:
+            return resident[1], resident[2]  # decided once: later loaders slice the same copy
+        if not self.keeps_inputs_on_device(device):
+            return self.inputs, self.targets
+        self._resident = (self.inputs, self.inputs.to(device), self.targets.to(device))
+        return self._resident[1], self._resident[2]
+
+    def _pipeline_on(self, device: torch.device) -> InputPipeline:
+        """``self.pipeline`` on ``device``: moved when it is elsewhere, not once per batch."""
+        if self._pipeline_placed is None or self._pipeline_placed[0] is not self.pipeline \
+                or self._pipeline_placed[1] != device:
+            self.pipeline.to(device)
+            self._pipeline_placed = (self.pipeline, device)
+        return self.pipeline
+
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         """Training: shuffled batches (under DDP Lightning shards them with a DistributedSampler).
         Evaluation: in order, and under DDP each rank takes a disjoint share with no clip
         repeated, so metrics summed over ranks count every clip exactly once."""
-        dataset = SliceDataset(self.inputs, self.targets, self.index[part])
+        inputs, targets = self.batch_tensors()
+        dataset = SliceDataset(inputs, targets, self.index[part])
         size = self.batch_size if shuffle else self.batch_size * 4
         trainer = getattr(self, "trainer", None)
         sampler = None
         if not shuffle and trainer is not None and trainer.world_size > 1:
             sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
+        on_host = inputs.device.type == "cpu"  # else sliced on the GPU: no workers, nothing to copy
+        pin = on_host and trainer is not None and trainer.strategy.root_device.type == "cuda"
         return DataLoader(dataset, batch_size=size, shuffle=shuffle, sampler=sampler, collate_fn=keep_batch,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers if on_host else 0, pin_memory=pin)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -224,7 +286,9 @@ class ESC50DataModule(L.LightningDataModule):
     def model_inputs(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
         """What the model sees of a batch of clips (or precomputed features), on their device:
         features, normalisation and, with ``augment``, the training augmentation."""
-        pipeline = self.pipeline.to(x.device)
+        if self.serving_embeddings:  # a frozen encoder's embeddings: nothing left to compute or augment
+            return x
+        pipeline = self._pipeline_on(x.device)
         if not self.precompute:
             x = pipeline.features(x)
         if augment:
@@ -237,8 +301,45 @@ class ESC50DataModule(L.LightningDataModule):
         a fixed shuffled order: for statistics such as BatchNorm's (``training.ema``)."""
         index = self.index[part]
         order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(seed)).numpy()]
+        inputs = self.batch_tensors()[0]
         for start in range(0, len(order), self.batch_size):
-            yield self.model_inputs(self.inputs[order[start:start + self.batch_size]].to(device))
+            batch = torch.as_tensor(order[start:start + self.batch_size]).to(inputs.device, non_blocking=True)
+            yield self.model_inputs(inputs[batch].to(device, non_blocking=torch.device(device).type == "cuda"))
+
+    # ----- a frozen encoder's embeddings, computed once per clip (a linear probe) -----
+    @torch.no_grad()
+    def use_embeddings(self, encoder: torch.nn.Module, device: torch.device | None = None,
+                       batch_size: int = 32) -> None:
+        """Serve ``encoder.embed`` of every clip instead of the clips, ``(clips, embedding_dim)``.
+
+        Computed once in batches on ``device`` (eval mode, no augmentation) and cached on disk
+        beside the features, keyed by the clips' content, the waveform settings and
+        ``encoder.encoder_key()``: every fold of a sweep, and every later probe of the same
+        encoder, reads it back. Processes asking together compute it once (a lock on the file).
+        """
+        self.load_all()
+        if self.settings.feature != "waveform":
+            raise ESC50Error("cached embeddings need data.feature waveform (the encoder reads the clips)")
+        if self.serving_embeddings:
+            return
+        device = device or self._device()
+        paths = [Path(self.root) / "audio" / f for f in self.meta["filename"]]
+        key = cache_key(content_key(paths), {**self.settings.as_dict(), "encoder": encoder.encoder_key()})
+        path = self.cache_dir / f"embeddings-{type(encoder).__name__}-{key}.pt"
+        with file_lock(path.with_name(path.name + ".lock"), lambda: None):
+            embeddings = load_cached(path)
+            if embeddings is None:
+                was_training = encoder.training
+                encoder.eval().to(device)
+                parts = [encoder.embed(self.inputs[i:i + batch_size].to(device)).float().cpu()
+                         for i in range(0, len(self.inputs), batch_size)]
+                encoder.train(was_training)
+                embeddings = torch.cat(parts) if parts else torch.empty(0, encoder.embedding_dim)
+                save_torch_atomic(embeddings, path)
+        if self.gain.max_db > 0 or any(isinstance(m, RandomTimeShift) for m in self.augment):
+            print("linear probe on cached embeddings: data.augment (gain_db, time_shift) is not applied")
+        self.inputs = embeddings.clone()
+        self.serving_embeddings = True
 
     # ----- what a checkpoint needs to use the model on new audio -----
     def state_dict(self) -> dict:

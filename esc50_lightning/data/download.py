@@ -13,25 +13,22 @@ import logging
 import os
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
 from esc50_lightning.errors import ESC50Error
+from esc50_lightning.fetch import cache_root, fetch
 from esc50_lightning.locks import file_lock
 
 URL = "https://github.com/karoldvl/ESC-50/archive/master.zip"
+ARCHIVE_HASH = None  # none is published for the archive GitHub builds (see ``download``)
 log = logging.getLogger("esc50_lightning")
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "esc50-lightning"
+    return cache_root()
 
 
 def default_root() -> Path:
@@ -44,34 +41,14 @@ def is_installed(root: str | Path) -> bool:
     return (Path(root) / "meta" / "esc50.csv").is_file() and (Path(root) / "audio").is_dir()
 
 
-def download(url: str, dest: Path, chunk: int = 1 << 20) -> Path:
-    """Download ``url`` to ``dest``, resuming ``dest.part`` left by an interrupted run."""
-    part = dest.with_name(dest.name + ".part")
-    part.parent.mkdir(parents=True, exist_ok=True)
-    done = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=60)
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise ESC50Error(
-            f"cannot download {url} ({reason}); get the archive elsewhere and run "
-            "`esc50-lightning data fetch --archive FILE.zip`"
-        ) from None
-    with response:
-        if done and response.status != 206:  # server ignored the range: start over
-            done = 0
-        total = int(response.headers.get("Content-Length") or 0) + done or None
-        mode = "ab" if done else "wb"
-        columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn())
-        with open(part, mode) as out, Progress(*columns) as bar:
-            task = bar.add_task(f"ESC-50 {dest.name}", total=total, completed=done)
-            while block := response.read(chunk):
-                out.write(block)
-                bar.advance(task, len(block))
-    os.replace(part, dest)
-    return dest
+def download(url: str, dest: Path) -> Path:
+    """Download ``url`` to ``dest`` (``fetch``: progress bar, resuming ``dest.part`` left by an
+    interrupted run, installed only when whole). No published checksum: GitHub builds the archive
+    of the repository's branch on request, so its bytes (and any hash of them) change with the
+    repository and the zip tool; ``install_archive`` checks the archive instead (every member's
+    CRC, ``meta/esc50.csv``, clips under ``audio/``). The caller holds ``dataset_lock``."""
+    return fetch(url, dest, ARCHIVE_HASH, by_hand="`esc50-lightning data fetch --archive FILE.zip`",
+                 label=f"ESC-50 {Path(dest).name}", lock=False)
 
 
 def _archive_top(zf: zipfile.ZipFile, archive: Path) -> str:

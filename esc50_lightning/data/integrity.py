@@ -31,22 +31,30 @@ def _data_chunk(f: BinaryIO, endian: str, data_id: bytes, file_size: int) -> tup
         f.seek(body + size + (size & 1))  # chunks are padded to an even length
 
 
-def declared_length_problem(path: str | Path) -> str | None:
+def declared_length_problem(path: str | Path | BinaryIO) -> str | None:
     """A one-line description of a header/content mismatch, or ``None`` when the file is whole
-    (or its format does not declare a length). Reads a few bytes of headers, never the audio."""
-    path = Path(path)
-    file_size = path.stat().st_size
-    with open(path, "rb") as f:
-        magic = f.read(12)
-        if magic[:4] == b"RIFF" and magic[8:12] == b"WAVE":
-            found = _data_chunk(f, "<", b"data", file_size)
-        elif magic[:4] == b"FORM" and magic[8:12] in (b"AIFF", b"AIFC"):
-            found = _data_chunk(f, ">", b"SSND", file_size)
-        else:
-            return None
+    (or its format does not declare a length). Reads a few bytes of headers, never the audio.
+    ``path`` may also be a seekable binary file (an upload in memory), read from its start."""
+    if not isinstance(path, (str, Path)):
+        file_size = path.seek(0, 2)
+        path.seek(0)
+        found = _declared_and_actual(path, file_size)
+        path.seek(0)
+    else:
+        with open(path, "rb") as f:
+            found = _declared_and_actual(f, Path(path).stat().st_size)
     if found is None:
         return None
     declared, actual = found
     if declared in UNKNOWN_SIZES or declared <= actual:
         return None
     return f"truncated: the header declares {declared:,} bytes of audio, the file holds {actual:,}"
+
+
+def _declared_and_actual(f: BinaryIO, file_size: int) -> tuple[int, int] | None:
+    magic = f.read(12)
+    if magic[:4] == b"RIFF" and magic[8:12] == b"WAVE":
+        return _data_chunk(f, "<", b"data", file_size)
+    if magic[:4] == b"FORM" and magic[8:12] in (b"AIFF", b"AIFC"):
+        return _data_chunk(f, ">", b"SSND", file_size)
+    return None

@@ -8,7 +8,9 @@ import torch
 
 class SliceDataset(torch.utils.data.Dataset):
     """Clips ``index`` of ``x``/``y``. A batch is fetched with one ``__getitems__`` call: a single
-    tensor slice, with no per-clip Python work (``keep_batch`` passes it through collation)."""
+    tensor slice, with no per-clip Python work (``keep_batch`` passes it through collation).
+    Where ``x`` and ``y`` live on a GPU the slice is taken there: only the batch's indices are
+    copied to it, without waiting for the GPU."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, index: np.ndarray) -> None:
         self.x, self.y, self.index = x, y, torch.as_tensor(index)
@@ -22,6 +24,8 @@ class SliceDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.index[torch.as_tensor(positions)]
+        if self.x.device.type != "cpu":
+            idx = idx.to(self.x.device, non_blocking=True)  # from pageable memory: staged, no device sync
         return self.x[idx], self.y[idx]
 
 

@@ -14,16 +14,19 @@ from torch import nn
 
 
 class RandomGain(nn.Module):
-    """Add a uniform offset in ``[-max_db, max_db]`` dB per example (a gain, in dB features)."""
+    """Add a uniform offset in ``[-max_db, max_db]`` dB per example (a gain, in dB features);
+    with ``linear``, multiply by that gain instead (waveforms)."""
 
-    def __init__(self, max_db: float = 6.0) -> None:
+    def __init__(self, max_db: float = 6.0, linear: bool = False) -> None:
         super().__init__()
-        self.max_db = max_db
+        self.max_db, self.linear = max_db, linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.max_db <= 0:
             return x
-        gain = (torch.rand(x.shape[0], 1, 1, device=x.device) * 2 - 1) * self.max_db
+        gain = (torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) * 2 - 1) * self.max_db
+        if self.linear:
+            return x * torch.pow(10.0, gain / 20).to(x.dtype)
         return x + gain.to(x.dtype)
 
 

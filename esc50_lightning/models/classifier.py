@@ -3,8 +3,10 @@ the network itself is any ``nn.Module`` built from ``(n_bins, n_frames, num_clas
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import lightning as L
@@ -21,13 +23,19 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from esc50_lightning.hardware import AUTO, resolve_switch
+from esc50_lightning.errors import ESC50Error
+from esc50_lightning.hardware import AUTO, compile_refusal, resolve_switch, use_tensor_cores
 from esc50_lightning.models.distill import check_teacher, distillation_loss, teacher_path
+from esc50_lightning.models.encoders.base import is_encoder
 
 NetFactory = Callable[[int, int, int], nn.Module]
+log = logging.getLogger("esc50_lightning")
+# how the network is compiled: one static graph per mode (training, evaluation), at the shape of that
+# mode's first batch; a batch of any other shape runs eagerly (``AudioClassifier.run_net``)
+COMPILE_OPTIONS: dict = {"dynamic": False}
 
 
-def shift_averaged(net: nn.Module, x: torch.Tensor, shifts: int) -> torch.Tensor:
+def shift_averaged(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, shifts: int) -> torch.Tensor:
     """``net(x)``, or with ``shifts > 1`` the log of its class probabilities averaged over
     ``shifts`` circular time shifts of ``x`` (``(batch, bins, frames)``), evenly spaced."""
     if shifts <= 1:
@@ -68,9 +76,13 @@ class AudioClassifier(L.LightningModule):
             without time invariance of its own (the MLP) some at test time. The output is then
             log-probabilities, which serve as logits.
         compile: compile the network with ``torch.compile`` (its ``nn.Module.compile``, so
-            checkpoints keep their keys) when the Trainer sets the model up; the first batches
-            of each mode and shape pay the compilation. ``auto``: where the hardware policy
-            says it pays (``hardware.compile_pays``).
+            checkpoints keep their keys) when the Trainer sets the model up; the first batch of
+            each mode (training, evaluation) pays the compilation, and the network runs compiled
+            at that batch's shape only: a batch of another shape (an uneven last batch: 160
+            validation clips are 128 + 32) runs eagerly instead of compiling again. ``auto``:
+            where the hardware policy says it can run and pays (``hardware.compile_pays``: CPUs
+            with a C++ compiler; CUDA GPUs of compute capability 7.0 and newer, not yet measured
+            there); ``true`` on an older GPU is refused in one line.
         channels_last: store a 2-D network's weights and activations as NHWC (nets with a
             ``set_channels_last`` method); ``auto``: where the hardware policy says it pays
             (``hardware.channels_last_pays``).
@@ -80,6 +92,15 @@ class AudioClassifier(L.LightningModule):
             ``distill_temperature``, averaged, are matched on the same augmented, mixed batch.
         distill_weight: the loss is ``(1 - w) * cross-entropy + w * distillation``.
         distill_temperature: softens teacher and student alike (Hinton et al.'s ``T``).
+        encoder_lr_scale: with a pretrained encoder as the net (``models.encoders``): the encoder's
+            parameters learn at ``lr * encoder_lr_scale``, the new head at ``lr`` (two optimiser
+            parameter groups).
+        freeze_encoder_epochs: with a pretrained encoder: keep it frozen (and in eval mode) for
+            the first N epochs, training the head alone, then fine-tune it all.
+    A pretrained encoder (a net with ``frontend``, ``encode`` and ``head``) owns its input: mixup
+    mixes its ``frontend`` output; its published weights are read when ``fit`` starts
+    (``load_pretrained``); a frozen one (``freeze: true``, a linear probe) trains its head on
+    embeddings the DataModule computes once per clip (``use_embeddings``).
     Under DDP every metric, the losses included, is summed over ranks: each clip counts once.
     """
 
@@ -99,6 +120,8 @@ class AudioClassifier(L.LightningModule):
         teachers: list[str] | None = None,
         distill_weight: float = 0.5,
         distill_temperature: float = 2.0,
+        encoder_lr_scale: float = 1.0,
+        freeze_encoder_epochs: int = 0,
     ) -> None:
         super().__init__()
         if not 0 <= distill_weight <= 1 or distill_temperature <= 0:
@@ -106,6 +129,12 @@ class AudioClassifier(L.LightningModule):
                              f"got {distill_weight} and {distill_temperature}")
         self.save_hyperparameters()  # under LightningCLI: the config (class paths), so checkpoints rebuild the net
         self.net = net(*input_shape, num_classes)
+        if (encoder_lr_scale != 1 or freeze_encoder_epochs) and not is_encoder(self.net):
+            raise ESC50Error(f"model.encoder_lr_scale and model.freeze_encoder_epochs apply to pretrained encoders "
+                             f"(models.encoders); {type(self.net).__name__} has none")
+        if encoder_lr_scale < 0 or freeze_encoder_epochs < 0:
+            raise ValueError(f"encoder_lr_scale and freeze_encoder_epochs must be >= 0, "
+                             f"got {encoder_lr_scale} and {freeze_encoder_epochs}")
         self.optimizer = optimizer
         self.example_input_array = torch.zeros(2, *input_shape)
         self.val_metrics = metric_collection(num_classes, "val/")
@@ -122,12 +151,103 @@ class AudioClassifier(L.LightningModule):
         if self._trainer is None or self.compiled:
             return
         device = self.trainer.strategy.root_device
+        use_tensor_cores(device)  # in the process that trains (spawned DDP workers too)
+        if hasattr(self.net, "set_channels_last"):
+            self.net.set_channels_last(self.hardware_switches(device)["channels_last"])
+        if self.wants_compile(device):
+            self.compile_net()  # fit then test: compile once
+
+    def wants_compile(self, device: torch.device) -> bool:
+        """Whether to compile on ``device``: ``compile`` resolved by the hardware policy; where
+        compiling cannot run, ``auto`` says why in one log line and ``true`` is refused."""
+        requested = self.hparams.compile
+        refusal = compile_refusal(device) if requested == AUTO or torch.device(device).type == "cuda" else None
+        if requested == AUTO:
+            if refusal is not None:
+                log.info(f"compile off: {refusal}")
+            return refusal is None
+        if requested and refusal is not None:
+            raise ESC50Error(f"--model.compile true: {refusal}; use --model.compile auto or false")
+        return bool(requested)
+
+    def hardware_switches(self, device: torch.device | str) -> dict[str, bool | None]:
+        """What ``configure_model`` sets on ``device``: ``compile`` (as ``wants_compile`` decides
+        it, without a word) and ``channels_last`` (``None`` for a network without that layout).
+        What a run records it trained with (``training.settings.ran_with``)."""
+        layout = None
         if hasattr(self.net, "set_channels_last"):
             requested = self.hparams.get("channels_last", False)  # absent from older checkpoints
-            self.net.set_channels_last(resolve_switch("channels_last", requested, device))
-        if resolve_switch("compile", self.hparams.compile, device):
-            self.net.compile()
-            self.compiled = True  # fit then test: compile once
+            layout = resolve_switch("channels_last", requested, device)
+        requested = self.hparams.compile
+        return {"compile": compile_refusal(device) is None if requested == AUTO else bool(requested),
+                "channels_last": layout}
+
+    def compile_net(self) -> None:
+        """Compile the network in place (``nn.Module.compile``: its checkpoint keys stay), one
+        static graph per mode (``COMPILE_OPTIONS``; other shapes run eagerly, ``run_net``)."""
+        self.net.compile(**COMPILE_OPTIONS)
+        self.compiled = True
+        self.compiled_shapes: dict[bool, tuple[int, ...]] = {}  # training mode -> the shape compiled
+
+    def run_net(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.net(x)``. Compiled, the first batch of each mode fixes the shape it runs
+        compiled at; a batch of any other shape runs eagerly rather than compiling a graph of
+        its own (an uneven last batch, a test fold of 400 at batch 128, a crop)."""
+        if self.compiled:
+            shape = self.compiled_shapes.setdefault(self.net.training, tuple(x.shape))
+            if tuple(x.shape) != shape:
+                with torch.compiler.set_stance("force_eager"):
+                    return self.net(x)
+        return self.net(x)
+
+    @property
+    def example_input_array(self) -> torch.Tensor | None:
+        """The model summary's example input; none once the network is compiled, where the
+        summary's forward pass would compile a throwaway graph for its batch of 2."""
+        return None if getattr(self, "compiled", False) else self._example_input_array
+
+    @example_input_array.setter
+    def example_input_array(self, example: torch.Tensor | None) -> None:
+        self._example_input_array = example
+
+    def setup(self, stage: str) -> None:
+        """With a pretrained encoder, before ``fit``: check the DataModule hands it waveforms at its
+        rate, read its published weights (a resumed fit then restores its own), and for a frozen
+        encoder (a probe) have the DataModule serve its embeddings, computed once per clip."""
+        if not is_encoder(self.net) or stage != "fit":
+            return
+        if getattr(self.net, "freeze", False) or self.hparams.get("freeze_encoder_epochs", 0):
+            # a frozen encoder stays in eval mode on purpose (its BatchNorm statistics as published)
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
+        datamodule = getattr(self.trainer, "datamodule", None)
+        settings = getattr(datamodule, "settings", None)
+        if settings is not None:
+            name = type(self.net).__name__
+            if settings.feature != "waveform":
+                raise ESC50Error(f"{name} reads the waveform: set --data.feature waveform (not {settings.feature})")
+            if settings.sample_rate != self.net.sample_rate:
+                raise ESC50Error(f"{name} was pretrained at {self.net.sample_rate} Hz: set --data.sample_rate "
+                                 f"{self.net.sample_rate} (not {settings.sample_rate})")
+        if hasattr(self.net, "load_pretrained"):
+            self.net.load_pretrained()
+        if getattr(self.net, "freeze", False) and hasattr(datamodule, "use_embeddings"):
+            datamodule.use_embeddings(self.net, self.trainer.strategy.root_device)
+            self.net.embedding_input = True
+            self.example_input_array = torch.zeros(2, self.net.embedding_dim)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A net with ``checkpoint_init_args()`` (the Hugging Face encoders: their configuration, no Hub
+        name) is rebuilt from those ``init_args``, so that the checkpoint alone rebuilds it."""
+        override = getattr(self.net, "checkpoint_init_args", None)
+        net = checkpoint.get("hyper_parameters", {}).get("net")
+        if callable(override) and isinstance(net, Mapping) and isinstance(net.get("init_args"), Mapping):
+            checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"],  # copies: the live hparams stay
+                                              "net": {**net, "init_args": {**net["init_args"], **override()}}}
+
+    def on_train_epoch_start(self) -> None:
+        epochs = self.hparams.get("freeze_encoder_epochs", 0)
+        if epochs and is_encoder(self.net) and not getattr(self.net, "freeze", False):
+            self.net.set_encoder_frozen(self.current_epoch < epochs)
 
     def on_fit_start(self) -> None:
         """Load the teachers for this fold, frozen, laid out and compiled like the student."""
@@ -142,7 +262,7 @@ class AudioClassifier(L.LightningModule):
             if hasattr(teacher.net, "set_channels_last"):
                 teacher.net.set_channels_last(resolve_switch("channels_last", self.hparams.channels_last, self.device))
             if self.compiled:
-                teacher.net.compile()
+                teacher.compile_net()
             self.teacher_models.append(teacher)
 
     @torch.no_grad()
@@ -152,9 +272,9 @@ class AudioClassifier(L.LightningModule):
         return torch.stack([(t(x).float() / temperature).softmax(-1) for t in self.teacher_models]).mean(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self.net(x)
-        return shift_averaged(self.net, x, self.hparams.tta_shifts)
+        if self.training or getattr(self.net, "embedding_input", False):  # no time axis to shift in embeddings
+            return self.run_net(x)
+        return shift_averaged(self.run_net, x, self.hparams.tta_shifts)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -162,8 +282,12 @@ class AudioClassifier(L.LightningModule):
         if self.hparams.mixup_alpha > 0:
             lam = float(torch.distributions.Beta(self.hparams.mixup_alpha, self.hparams.mixup_alpha).sample())
             perm = torch.randperm(x.shape[0], device=x.device)
-            x = lam * x + (1 - lam) * x[perm]
-            logits = self(x)
+            if is_encoder(self.net) and not self.net.embedding_input:  # mix the encoder's own input, as PANNs does
+                features = self.net.frontend(x)
+                logits = self.net.classify_features(lam * features + (1 - lam) * features[perm])
+            else:
+                x = lam * x + (1 - lam) * x[perm]
+                logits = self(x)
             loss = lam * F.cross_entropy(logits, y, label_smoothing=smooth) + (1 - lam) * F.cross_entropy(
                 logits, y[perm], label_smoothing=smooth)
         else:
@@ -213,8 +337,23 @@ class AudioClassifier(L.LightningModule):
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch[0]).softmax(-1)
 
+    def parameter_groups(self) -> list[dict] | list[torch.nn.Parameter]:
+        """Every parameter; with a pretrained encoder, two groups: the head's at the optimiser's
+        ``lr`` and the encoder's with ``lr_scale`` ``encoder_lr_scale`` (applied in
+        ``configure_optimizers``), or the head's alone for a frozen (probe) encoder."""
+        if not is_encoder(self.net):
+            return list(self.parameters())
+        head = list(self.net.head_parameters())
+        if getattr(self.net, "freeze", False):
+            return [{"params": head, "name": "head"}]
+        return [{"params": head, "name": "head"},
+                {"params": list(self.net.encoder_parameters()), "name": "encoder",
+                 "lr_scale": float(self.hparams.get("encoder_lr_scale", 1.0))}]
+
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer(self.parameters())
+        optimizer = self.optimizer(self.parameter_groups())
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.hparams.lr_schedule == "constant":
             return {"optimizer": optimizer}
         total = max(1, int(self.trainer.estimated_stepping_batches))

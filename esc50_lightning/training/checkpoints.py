@@ -30,13 +30,14 @@ class LoadedModel:
     data_settings: dict  # the DataModule's hyper-parameters: fold, split, front end (an ensemble: its first member's)
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """The checkpoint as a dict; one line naming the file when it is missing or not one of ours."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """The checkpoint as a dict; one line naming the file when it is missing or not one of ours.
+    ``mmap``: its tensors stay on disk until read (for a look at its settings)."""
     path = Path(path)
     if not path.is_file():
         raise ESC50Error(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         raise ESC50Error(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("datamodule_hyper_parameters"), dict) \

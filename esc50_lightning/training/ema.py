@@ -11,17 +11,25 @@ An average of weights comes with an average of BatchNorm running statistics, whi
 those of its own activations nor those of clean clips (training batches are augmented and mixed).
 On fold 1 re-estimating them (``torch.optim.swa_utils.update_bn``, as SWA does) on the training
 clips without augmentation raised validation accuracy for 7 of 10 weight sets (README, "Towards 0.90").
+
+The average lives on the training device (``DeviceAveragedModel``): Lightning's ``WeightAveraging``
+builds it in its ``setup`` hook, before the model moves to the GPU, so every step would copy each
+parameter to the CPU and average it there. Its update count is a Python number, so a step never
+waits for the GPU to read a tensor back.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.optim.swa_utils import update_bn
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from esc50_lightning.atomic import save_torch_atomic
 
@@ -37,6 +45,47 @@ def recalibrate_batchnorm(module: torch.nn.Module, batches: object) -> None:
     mode); a module without BatchNorm is left as it is. ``update_bn`` runs without gradients."""
     with torch.compiler.set_stance("force_eager"):
         update_bn(batches, module)
+
+
+class DeviceAveragedModel(AveragedModel):
+    """``torch.optim.swa_utils.AveragedModel`` (parameters and buffers) whose update never syncs
+    with the device: the number of updates is kept in Python (``updates``; the ``n_averaged``
+    buffer follows it for checkpoints, written without being read), where torch's
+    ``update_parameters`` compares the ``n_averaged`` tensor twice a step. ``follow`` moves the
+    average to the device the trained module is on."""
+
+    def __init__(self, model: torch.nn.Module, multi_avg_fn, device: torch.device | None = None) -> None:
+        super().__init__(model, device=device, multi_avg_fn=multi_avg_fn, use_buffers=True)
+        self.updates = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.n_averaged.device
+
+    def follow(self, module: torch.nn.Module) -> None:
+        """Put the average where ``module``'s parameters are (once, when it has moved)."""
+        device = next(itertools.chain(module.parameters(), module.buffers()), self.n_averaged).device
+        if device != self.device:
+            self.to(device)
+
+    @torch.no_grad()
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        averaged = [t.detach() for t in itertools.chain(self.module.parameters(), self.module.buffers())]
+        current = [t.detach().to(a.device) for a, t in zip(averaged, itertools.chain(model.parameters(),
+                                                                                      model.buffers()))]
+        if self.updates == 0:
+            for avg, cur in zip(averaged, current):
+                avg.copy_(cur)
+        else:
+            for ([avg, cur], _) in _group_tensors_by_device_and_dtype([averaged, current]).values():
+                self.multi_avg_fn(avg, cur, self.updates)
+        self.updates += 1
+        self.n_averaged.fill_(self.updates)  # a kernel launch with a Python number: nothing read back
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.updates = int(self.n_averaged)  # once, when a checkpoint is restored
+        return result
 
 
 class WarmupEMA(WeightAveraging):
@@ -62,14 +111,31 @@ class WarmupEMA(WeightAveraging):
         self._recalibrated_at = -1  # the global step of the last recalibration
         super().__init__(multi_avg_fn=self.average)
 
-    def average(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        """Update ``averaged`` in place (one call per device and dtype, as torch's EMA does)."""
+    def average(self, averaged: list[torch.Tensor], current: list[torch.Tensor],
+                num_averaged: int | torch.Tensor) -> None:
+        """Update ``averaged`` in place (one call per device and dtype, as torch's EMA does);
+        ``num_averaged`` is a Python number from ``DeviceAveragedModel`` (a tensor, read once,
+        from torch's ``AveragedModel``)."""
         weight = 1.0 - warmup_decay(self.decay, int(num_averaged))
         if torch.is_floating_point(averaged[0]):
             torch._foreach_lerp_(averaged, current, weight)
         else:  # integer buffers (BatchNorm's num_batches_tracked)
             for avg, cur in zip(averaged, current):
                 avg.copy_(avg * (1.0 - weight) + cur * weight)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """As Lightning's, with the average built on the device the Trainer trains on (the
+        module is still on the CPU at this hook) and updated without device syncs."""
+        if stage != "fit":
+            return
+        if is_overridden("configure_model", pl_module):
+            pl_module.configure_model()  # layers (and our compile/layout) before the copy, as Lightning does
+        device = self._device if self._device is not None else trainer.strategy.root_device
+        self._average_model = DeviceAveragedModel(pl_module, self.average, device=device)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._average_model is not None and self._device is None:
+            self._average_model.follow(pl_module)  # wherever the strategy has put the module
 
     @staticmethod
     def _ends_after_this_epoch(trainer: Trainer) -> bool:
@@ -105,8 +171,9 @@ class WarmupEMA(WeightAveraging):
         state = self._average_model.state_dict()
         averaged = {name[len("module."):]: value for name, value in state.items() if name.startswith("module.")}
         paths = {p for cb in trainer.checkpoint_callbacks for p in (cb.last_model_path, *cb.best_k_models) if p}
+        device = self._average_model.device
         for path in sorted({os.path.realpath(p) for p in paths if os.path.isfile(p)}):
-            ckpt = torch.load(path, weights_only=False)
+            ckpt = torch.load(path, map_location=device, weights_only=False)
             if ckpt.get("global_step") != trainer.global_step or "current_model_state" not in ckpt:
                 continue  # an earlier epoch's, or not written by weight averaging
             ckpt["state_dict"] = {name: averaged[name].detach().to(value.device) if name in averaged else value

@@ -3,8 +3,10 @@
 A sweep's fold-K model never saw fold K, so the mean class probabilities of several sweeps' fold-K
 models on fold K's clips are a valid cross-validation estimate of their ensemble. Members must hold
 out the same fold with the same validation split of the same data; anything else is refused in one
-line. Each member reads the clips through its own input pipeline (the checkpoint's front end and
-normaliser); clips are decoded once per sample rate and features computed once per front end.
+line, and all of it before any fold is scored (``check_ensemble``). With no folds named, an
+ensemble scores the folds every member has finished (``choose_folds``). Each member reads the
+clips through its own input pipeline (the checkpoint's front end and normaliser); clips are
+decoded once per sample rate and features computed once per front end.
 The result has a sweep's shape (``training.sweep.aggregate``): the ensemble's ``runs`` entry first,
 then each member's, scored by the same code on the same clips.
 """
@@ -29,8 +31,10 @@ from esc50_lightning.models.classifier import metric_collection
 from esc50_lightning.models.distill import SPLIT_KEYS
 from esc50_lightning.models.waveform import EnsembleClassifier
 from esc50_lightning.results import METRICS, counted_accuracy, summarize_run, write_results
-from esc50_lightning.training.checkpoints import LoadedModel, load_checkpoint
+from esc50_lightning.training.checkpoints import DATA_KEY, LoadedModel, load_checkpoint, read_checkpoint
 from esc50_lightning.training.sweep import FoldDir
+
+FOLDS = (1, 2, 3, 4, 5)
 
 DATA_KEYS = (*SPLIT_KEYS, "allow_subset")  # what members must share: held-out clips, validation split, data
 
@@ -46,7 +50,20 @@ class HeldOut:
     dataset: dict
 
 
-def check_members(paths: list[Path], models: list[LoadedModel]) -> None:
+@dataclass
+class MemberRecord:
+    """What a checkpoint says about the clips it holds out, read without building its model."""
+
+    data_settings: dict
+    class_names: list[str]
+
+
+def member_record(path: Path) -> MemberRecord:
+    ckpt = read_checkpoint(path, mmap=True)
+    return MemberRecord(dict(ckpt["datamodule_hyper_parameters"]), list(ckpt[DATA_KEY]["class_names"]))
+
+
+def check_members(paths: list[Path], models: list[LoadedModel] | list[MemberRecord]) -> None:
     """One line naming the first setting two members differ in: their held-out fold, validation
     split, data, or classes."""
     first = models[0].data_settings
@@ -69,7 +86,7 @@ def clip_index(meta: pd.DataFrame, settings: dict, part: str) -> np.ndarray:
                       settings.get("val_fraction", 0.1), settings.get("seed", 0))[part]
 
 
-def data_root(paths: list[Path], models: list[LoadedModel], root: str | Path | None) -> Path:
+def data_root(paths: list[Path], models: list[LoadedModel] | list[MemberRecord], root: str | Path | None) -> Path:
     """``root``, else the one root the members were trained on (``ESC50_ROOT`` when none was named)."""
     if root is None:
         named = {str(m.data_settings["root"]) for m in models if m.data_settings.get("root")}
@@ -133,31 +150,88 @@ def member_names(sweep_dirs: list[Path]) -> list[str]:
     return [n if names.count(n) == 1 else str(d) for n, d in zip(names, sweep_dirs)]
 
 
+def missing_fold(fold_dir: FoldDir) -> str | None:
+    """Why a sweep's fold cannot join an ensemble (its model, or its test, is missing), or ``None``."""
+    if not fold_dir.checkpoint.is_file():
+        return f"{fold_dir.checkpoint} missing"
+    if fold_dir.result() is None:
+        return f"not finished: no readable {fold_dir.result_file}"
+    return None
+
+
+def choose_folds(sweep_dirs: list[Path], folds: list[int] | None) -> tuple[list[int], str]:
+    """``folds``, each of which every member must have finished (else one line names the first
+    member and fold missing); or, with none named, the folds every member has finished, and a
+    line that says so (and which folds only some members have)."""
+    names = member_names(sweep_dirs)
+    if folds is not None:
+        for fold in folds:
+            for name, sweep_dir in zip(names, sweep_dirs):
+                if why := missing_fold(FoldDir(Path(sweep_dir), fold)):
+                    raise ESC50Error(f"{name}: no fold {fold} model ({why}); finish that fold with sweep, or leave "
+                                     "it out of --folds")
+        return folds, ""
+    has = {fold: [missing_fold(FoldDir(Path(d), fold)) is None for d in sweep_dirs] for fold in FOLDS}
+    common = [fold for fold in FOLDS if all(has[fold])]
+    if not common:
+        held = "; ".join(f"{name}: {', '.join(str(f) for f in FOLDS if has[f][i]) or 'none'}"
+                         for i, name in enumerate(names))
+        raise ESC50Error(f"no fold is finished in every member (finished folds: {held}); finish the folds with sweep")
+    notes = [f"{name}: fold {fold} {'not finished' if FoldDir(Path(d), fold).checkpoint.is_file() else 'missing'}"
+             for fold in FOLDS if any(has[fold]) and not all(has[fold])
+             for name, d, ok in zip(names, sweep_dirs, has[fold]) if not ok]
+    what = f"folds {', '.join(map(str, common))}, the ones" if len(common) > 1 else f"fold {common[0]}, the one"
+    return common, f"{what} every member has" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def check_ensemble(sweep_dirs: list[Path], folds: list[int], root: str | Path | None) -> None:
+    """Everything ``ensemble_sweeps`` would refuse part-way, refused before any fold is scored:
+    each fold's members hold out that fold with the same split of the same data and classes
+    (``check_members``, from their checkpoints' settings), and the data scored on has as many
+    clips in each fold as the members' results tested."""
+    paths, records = [], []
+    for fold in folds:
+        fold_paths = [FoldDir(Path(d), fold).checkpoint for d in sweep_dirs]
+        fold_records = [member_record(path) for path in fold_paths]
+        check_members(fold_paths, fold_records)
+        if fold_records[0].data_settings.get("fold") != fold:
+            raise ESC50Error(f"{fold_paths[0]} held out fold {fold_records[0].data_settings.get('fold')}, not fold "
+                             f"{fold}")
+        if paths and fold_records[0].class_names != records[0].class_names:
+            raise ESC50Error(f"{fold_paths[0]} names other classes than {paths[0]}")
+        paths += fold_paths
+        records += fold_records
+    data = data_root(paths, records, root)
+    meta = load_metadata(data, allow_subset=True)
+    if class_names(meta) != records[0].class_names:
+        raise ESC50Error(f"{data} names other classes than {paths[0]} was trained on")
+    for fold, record in zip(folds, records[::len(sweep_dirs)]):
+        clips = len(clip_index(meta, record.data_settings, "test"))
+        for sweep_dir in sweep_dirs:
+            fold_dir = FoldDir(Path(sweep_dir), fold)
+            tested = int(np.sum(fold_dir.result()["confusion_matrix"]))
+            if tested != clips:
+                raise ESC50Error(f"fold {fold} of {data} has {clips} clips, {fold_dir.result_file} tested {tested}: "
+                                 "other data than the sweep's")
+
+
 def sweep_fold(sweep_dirs: list[Path], fold: int, tta_shifts: int | None, root: str | Path | None) -> HeldOut:
-    """Fold ``fold``'s test-clip probabilities of each sweep's fold model, checked against the sweeps' results."""
-    fold_dirs = [FoldDir(Path(d), fold) for d in sweep_dirs]
-    for fold_dir in fold_dirs:
-        if not fold_dir.checkpoint.is_file():
-            raise ESC50Error(f"{fold_dir.sweep_dir}: no fold {fold} model ({fold_dir.checkpoint} missing); finish "
-                             "that fold with sweep, or leave it out with --folds")
-    held = held_out_probabilities([f.checkpoint for f in fold_dirs], "test", tta_shifts, root)
-    if held.fold != fold:
-        raise ESC50Error(f"{fold_dirs[0].checkpoint} held out fold {held.fold}, not fold {fold}")
-    for fold_dir in fold_dirs:
-        tested = (fold_dir.result() or {}).get("confusion_matrix")
-        if tested is not None and int(np.sum(tested)) != len(held.targets):
-            raise ESC50Error(f"fold {fold} of {held.dataset['root']} has {len(held.targets)} clips, "
-                             f"{fold_dir.result_file} tested {int(np.sum(tested))}: other data than the sweep's")
-    return held
+    """Fold ``fold``'s test-clip probabilities of each sweep's fold model (checked by ``check_ensemble``)."""
+    return held_out_probabilities([FoldDir(Path(d), fold).checkpoint for d in sweep_dirs], "test", tta_shifts, root)
 
 
-def ensemble_sweeps(name: str, sweep_dirs: list[str | Path], folds: list[int], results_file: str | Path | None = None,
-                    tta_shifts: int | None = None, root: str | Path | None = None,
+def ensemble_sweeps(name: str, sweep_dirs: list[str | Path], folds: list[int] | None,
+                    results_file: str | Path | None = None, tta_shifts: int | None = None,
+                    root: str | Path | None = None,
                     progress: Callable[[str], None] | None = None) -> tuple[dict, str, list[Path]]:
-    """Score the fold ensembles of ``sweep_dirs`` on ``folds`` and write the result (JSON and a
-    markdown table) to ``lightning_logs/ensembles/<name>/results.json`` and ``results_file``;
-    return the result, the table and the files written."""
+    """Score the fold ensembles of ``sweep_dirs`` on ``folds`` (``None``: those every member has
+    finished) and write the result (JSON and a markdown table) to
+    ``lightning_logs/ensembles/<name>/results.json`` and ``results_file``; return the result, the
+    table and the files written. Whatever cannot be combined is refused before the first fold is
+    scored (``choose_folds``, ``check_ensemble``)."""
     start = time.perf_counter()
+    folds, _ = choose_folds([Path(d) for d in sweep_dirs], folds)
+    check_ensemble([Path(d) for d in sweep_dirs], folds, root)
     names = member_names([Path(d) for d in sweep_dirs])
     rows: list[dict] = []
     member_rows: list[list[dict]] = [[] for _ in sweep_dirs]

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from esc50_lightning.atomic import write_atomic, write_text_atomic
 from esc50_lightning.errors import ESC50Error
+from esc50_lightning.hardware import visible_cuda_devices
 from esc50_lightning.training.fold import run_fold
 from esc50_lightning.training.sweep import FoldDir, token_file
 
@@ -36,25 +37,82 @@ def run_here(fit_args: list[str], folds: list[int], sweep_dir: Path, restart: bo
             print(f"fold {fold}: accuracy {result['accuracy']:.4f}")
 
 
-def process_slots(jobs: int) -> list[dict[str, str]]:
-    """Environment of each of ``jobs`` parallel fold processes: one GPU each (round robin over
-    the visible ones) when there are GPUs, else an equal share of the CPU threads."""
-    gpus = torch.cuda.device_count()
-    if gpus:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
-        return [{"CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} for i in range(jobs)]
+def visible_gpus() -> list[str]:
+    """The GPUs this process sees, by the ids a child's ``CUDA_VISIBLE_DEVICES`` takes, each
+    stripped of spaces (``"0, 1"`` -> ``0`` and ``1``; CUDA would read ``" 1"`` as invalid and
+    that fold would train on the CPU). Counted through NVML (Lightning makes torch count that
+    way): the sweep's driver creates no CUDA context."""
+    count = torch.cuda.device_count()
+    ids = visible_cuda_devices()
+    if ids is None:
+        return [str(i) for i in range(count)]
+    return ids[:count]
+
+
+def trainer_devices(devices: object) -> int | None:
+    """How many devices a ``--trainer.devices`` value asks for (``None``: ``auto``, ``-1``: all)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str):
+        if devices.strip() in ("auto", ""):
+            return None
+        parts = [p for p in devices.split(",") if p.strip()]
+        if len(parts) > 1 or devices.strip().endswith(","):  # "0,1" or "0,": device indices
+            return len(parts)
+        devices = parts[0].strip() if parts else devices
+    try:
+        number = int(devices)
+    except (TypeError, ValueError):
+        return None
+    return None if number == -1 else number
+
+
+def check_parallel_folds(jobs: int, folds_per_gpu: int, trainer: dict, gpus: list[str]) -> None:
+    """Refuse, in one line, ``--jobs`` that cannot run as asked: more folds at once than GPUs
+    (times ``folds_per_gpu``), or folds in parallel that would each be a multi-device (DDP) run
+    (each fold process sees one GPU, or a share of the CPU)."""
+    if folds_per_gpu < 1:
+        raise ESC50Error(f"--folds_per_gpu must be at least 1, got {folds_per_gpu}")
+    if jobs == 1:
+        return
+    devices = trainer_devices(trainer.get("devices", "auto"))
+    if devices is not None and devices > 1:
+        raise ESC50Error(f"--jobs {jobs} runs each fold in a process of its own (one GPU each, or a share of the "
+                         f"CPU); --trainer.devices {trainer.get('devices')} would make each of them a {devices}-device "
+                         "DDP run: use --jobs for folds in parallel or --trainer.devices for one fold on several, "
+                         "not both")
+    on_gpus = gpus and str(trainer.get("accelerator", "auto")) not in ("cpu",)
+    if on_gpus and jobs > len(gpus) * folds_per_gpu:
+        seen = f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}" \
+            if "CUDA_VISIBLE_DEVICES" in os.environ else "CUDA_VISIBLE_DEVICES unset"
+        share = -(-jobs // len(gpus))
+        raise ESC50Error(f"--jobs {jobs} runs {jobs} folds at once, {folds_per_gpu} per GPU, and {len(gpus)} GPU"
+                         f"{'s are' if len(gpus) > 1 else ' is'} visible ({seen}): use --jobs "
+                         f"{len(gpus) * folds_per_gpu} or fewer, --folds_per_gpu {share} to share each GPU, or "
+                         "--trainer.accelerator cpu")
+
+
+def process_slots(jobs: int, folds_per_gpu: int = 1, accelerator: str = "auto") -> list[dict[str, str]]:
+    """Environment of each of ``jobs`` parallel fold processes: an equal share of the CPU
+    threads each, and one GPU each (round robin over the visible ones, ``folds_per_gpu`` folds
+    sharing one) when there are GPUs and the accelerator is not ``cpu``."""
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(jobs)]
+    caps = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    gpus = visible_gpus() if str(accelerator) != "cpu" else []
+    if gpus:
+        check_parallel_folds(jobs, folds_per_gpu, {"accelerator": accelerator}, gpus)
+        return [{**caps, "CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(jobs)]
+    return [dict(caps) for _ in range(jobs)]
 
 
-def run_processes(fit_args: list[str], folds: list[int], sweep_dir: Path, jobs: int, restart: bool = False) -> None:
+def run_processes(fit_args: list[str], folds: list[int], sweep_dir: Path, jobs: int, restart: bool = False,
+                  folds_per_gpu: int = 1, accelerator: str = "auto") -> None:
     """``jobs`` folds at a time, each in a process of its own (the hidden ``fold-worker``
     command), its console output appended to the fold's log file under one header line per
     attempt. A failed fold is reported the moment it fails; then no queued fold starts, the
     running ones finish (their results are kept), and one error names the failed folds."""
     slots: queue.Queue[dict[str, str]] = queue.Queue()
-    for slot in process_slots(jobs):
+    for slot in process_slots(jobs, folds_per_gpu, accelerator):
         slots.put(slot)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     started: list[int] = []
@@ -155,12 +213,25 @@ def save_fold_files(fold_dir: FoldDir, files: dict[str, bytes]) -> None:
             write_atomic(target, lambda f, blob=blob: f.write(blob))
 
 
+def ray_task_resources(resources: dict, folds: int, cpus: float | None, gpus: float | None) -> tuple[float, float]:
+    """``(cpus, gpus)`` of each fold's Ray task: ``gpus`` defaults to 1 when the cluster has GPUs,
+    else 0; ``cpus`` to the cluster's CPUs shared by the folds that can run at once (all of them
+    on CPUs; as many as the GPUs hold with GPUs), at least 1. Ray caps a task's threads at its
+    CPUs, so one CPU would train a GPU fold's input side single-threaded."""
+    if gpus is None:
+        gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+    if cpus is None:
+        at_once = folds if not gpus else min(folds, int(resources.get("GPU", 0) // gpus))
+        cpus = max(1.0, float(resources.get("CPU", 1) // max(1, at_once)))
+    return cpus, gpus
+
+
 def run_ray(fit_args: list[str], folds: list[int], sweep_dir: Path, cpus: float | None, gpus: float | None,
             restart: bool = False) -> None:
-    """Every fold a Ray task with ``cpus``/``gpus`` (default: 1 GPU each when the cluster has
-    GPUs, else its CPUs shared between the folds). Joins the cluster at ``RAY_ADDRESS``, else
-    starts a local one. Waits for every task: each fold's files are saved as it ends, a failed
-    fold is reported as it fails, and one error at the end names every failed fold."""
+    """Every fold a Ray task with ``cpus``/``gpus`` (defaults: ``ray_task_resources``). Joins
+    the cluster at ``RAY_ADDRESS``, else starts a local one. Waits for every task: each fold's
+    files are saved as it ends, a failed fold is reported as it fails, and one error at the end
+    names every failed fold."""
     try:
         import ray
     except ImportError:
@@ -169,10 +240,7 @@ def run_ray(fit_args: list[str], folds: list[int], sweep_dir: Path, cpus: float 
         env = {k: v for k, v in os.environ.items() if k == "ESC50_ROOT"}
         ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=False)
     resources = ray.cluster_resources()
-    if gpus is None:
-        gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
-    if cpus is None:
-        cpus = 1.0 if gpus else max(1.0, resources.get("CPU", 1) // len(folds))
+    cpus, gpus = ray_task_resources(resources, len(folds), cpus, gpus)
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(fold_task)
     args = inline_configs(fit_args)
     token = secrets.token_hex(16)  # fresh each run: no stale copy of the folder can hold it

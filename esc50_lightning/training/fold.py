@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -21,8 +22,9 @@ from esc50_lightning.atomic import write_json_atomic
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.provenance import cpu_steal_share, machine_info
 from esc50_lightning.results import counted_accuracy
+from esc50_lightning.training.settings import pin_hint, ran_with, resolution_here
 from esc50_lightning.training.summary import FoldHParams
-from esc50_lightning.training.sweep import FoldDir, setting_differences
+from esc50_lightning.training.sweep import FoldDir, resolved_changes, setting_differences
 
 
 def recorded_config(cli: LightningCLI) -> dict:
@@ -45,16 +47,22 @@ def requested_config(fit_args: list[str]) -> dict:
     return recorded_config(ParseOnly(args=list(fit_args), run=False))
 
 
-def check_resume(fold_dir: FoldDir, requested: dict, restart: bool, clear: bool = True) -> bool:
-    """Let the fold go on from what its folder holds only with the settings it was trained with:
-    other settings are refused in one line, or with ``restart`` the folder is cleared (by the one
-    process that ``clear``s) and the fold starts over. Returns whether it starts over, the same on
-    every DDP rank whichever cleared first."""
+def check_resume(fold_dir: FoldDir, requested: dict, restart: bool, clear: bool = True,
+                 requested_ran: dict | None = None) -> bool:
+    """Let the fold go on from what its folder holds only with the settings it was trained with,
+    ``auto`` ones as they resolved (``requested_ran``: what this run's Trainer and model resolve
+    them to, ``settings.ran_with``): other settings are refused in one line, or with ``restart``
+    the folder is cleared (by the one process that ``clear``s) and the fold starts over. Returns
+    whether it starts over, the same on every DDP rank whichever cleared first."""
     trained = fold_dir.trained_config()
-    changed = setting_differences(trained, requested) if trained else []
+    trained_ran = fold_dir.trained_resolution() if trained else {}
+    ran = resolution_here(requested, requested_ran)
+    changed = setting_differences(trained, requested, trained_ran, ran) if trained else []
     if changed and not restart:
+        pin = resolved_changes(trained_ran, ran)
+        pin = f", pin {pin_hint(pin, trained_ran)} to go on as it ran" if pin else ""
         raise ESC50Error(f"fold {fold_dir.fold} in {fold_dir.path} was trained with other settings "
-                         f"({'; '.join(changed)}); add --restart to train it afresh, or use a new --sweep_dir")
+                         f"({'; '.join(changed)}); add --restart to train it afresh{pin}, or use a new --sweep_dir")
     if changed and clear:
         shutil.rmtree(fold_dir.path, ignore_errors=True)
     return bool(changed)
@@ -83,6 +91,7 @@ class WriteFoldResult(Callback):
             "resumed": self.resumed,
             "devices": trainer.world_size,
             "precision_used": str(trainer.precision),
+            "resolved": ran_with(trainer, pl_module),  # what the auto settings ran as (training.settings)
             "machine": machine_info(),
             "cpu_steal_share": cpu_steal_share(),  # during this process's run (the last one, if resumed)
             "confusion_matrix": confusion,
@@ -93,19 +102,25 @@ class WriteFoldResult(Callback):
         write_json_atomic(self.fold_dir.result_file, result)
 
 
-def run_fold(fit_args: list[str], fold_dir: FoldDir, restart: bool = False) -> dict:
-    """Fit and test one fold (resuming from its last checkpoint); return its saved result."""
+def run_fold(fit_args: list[str], fold_dir: FoldDir, restart: bool = False, test: bool = True,
+             callbacks: Sequence[Callback] = ()) -> dict:
+    """Fit and test one fold (resuming from its last checkpoint); return its saved result.
+
+    ``callbacks`` join the Trainer's. ``test=False`` (a search, ``training.tune``) never evaluates the
+    test fold and writes no result file: the weights it would be tested with are validated instead,
+    and ``{"fold", "validation" (metrics), "epochs", "train_seconds", "config"}`` is returned."""
     from esc50_lightning.training.lightning_cli import ESC50CLI
 
     cli = ESC50CLI(args=[*fit_args, f"--data.fold={fold_dir.fold}", *fold_dir.logger_args()], run=False)
     config = recorded_config(cli)
-    starts_over = check_resume(fold_dir, config, restart, clear=cli.trainer.is_global_zero)
+    starts_over = check_resume(fold_dir, config, restart, clear=cli.trainer.is_global_zero,
+                               requested_ran=ran_with(cli.trainer, cli.model))
     timer = Timer()  # saved in every checkpoint: a resumed fold reports its whole training time
     last = fold_dir.checkpoint
     resumed = last.exists() and not starts_over
     dm = cli.datamodule
     writer = WriteFoldResult(fold_dir, timer, resumed, config)
-    cli.trainer.callbacks.extend([timer, writer, FoldHParams(config)])
+    cli.trainer.callbacks.extend([timer, writer, FoldHParams(config), *callbacks])
     if resumed and cli.trainer.is_global_zero:
         print(f"fold {fold_dir.fold}: resuming from {last}")
     cli.trainer.fit(cli.model, datamodule=dm, ckpt_path=str(last) if resumed else None)
@@ -119,6 +134,10 @@ def run_fold(fit_args: list[str], fold_dir: FoldDir, restart: bool = False) -> d
         if not timer.time_elapsed("train"):  # ddp_spawn trained in other processes
             timer.load_state_dict(state["callbacks"][timer.state_key])
             writer.epochs = state["epoch"] + 1
+    if not test:
+        metrics = cli.trainer.validate(cli.model, datamodule=dm, verbose=False)[0]
+        return {"fold": fold_dir.fold, "validation": {k: float(v) for k, v in metrics.items()},
+                "epochs": writer.epochs, "train_seconds": round(timer.time_elapsed("train"), 1), "config": config}
     dm.load_all()  # in this process (ddp_spawn trained in others)
     writer.dataset = {"root": str(dm.root), "sample_rate": dm.sample_rate, "clips": len(dm.meta),
                       "train_clips": len(dm.split()["train"])}

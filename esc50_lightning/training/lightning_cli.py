@@ -6,20 +6,28 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
 from jsonargparse import ActionYesNo
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from esc50_lightning.console import configure_console
 from esc50_lightning.data import ESC50DataModule
 from esc50_lightning.errors import ESC50Error
+from esc50_lightning.hardware import AUTO, BF16_ON_CPU_ATTRIBUTE, detect, resolve_precision
 from esc50_lightning.models import AudioClassifier
 from esc50_lightning.models.distill import INPUT_KEYS, SPLIT_KEYS
 from esc50_lightning.training.checkpoints import data_settings, read_checkpoint
+from esc50_lightning.training.predictions import PredictionCSV
+from esc50_lightning.training.report import fit_report
+from esc50_lightning.training.settings import checkpoint_ran_with, pin_hint, ran_with, resolution, resolution_here
+from esc50_lightning.training.sweep import resolved_changes, setting_differences
 from esc50_lightning.training.trainer import ESC50Trainer
 
 EVALUATE = ("validate", "test", "predict")  # subcommands that read a checkpoint's held-out clips
+HOW_LONG = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time")  # a resumed fit may train on longer
 
 
 def checkpoint_network(args: list[str]) -> dict | None:
@@ -115,6 +123,10 @@ class ESC50CLI(LightningCLI):
             parser.add_argument("--allow_trained_fold", action=ActionYesNo(no_prefix=None), default=False,
                                 help="with --ckpt_path: evaluate on a --data.fold (or validation split) the "
                                      "checkpoint trained on, which is refused otherwise")
+        if subcommand == "predict":
+            parser.add_argument("--predictions", type=str | None, default=None,
+                                help="the CSV to write (file, fold, target, predicted, top 5 with probabilities); "
+                                     "default: predictions.csv in the run folder")
         return parser
 
     def instantiate_classes(self) -> None:
@@ -127,6 +139,20 @@ class ESC50CLI(LightningCLI):
             while err.__cause__ is not None:
                 err = err.__cause__
             raise ESC50Error(f"invalid configuration: {str(err).splitlines()[0]}") from None
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """``precision: auto`` resolved with the network known (the hook where the model exists):
+        a network whose class says bf16 does not pay it on a CPU (``bf16_pays_on_cpu = False``,
+        the MLP) trains in fp32 there; on a GPU, or for any other network, the device decides
+        alone, as ``ESC50Trainer`` does without the CLI."""
+        config = self._get(self.config_init, "trainer", default={})
+        net = getattr(self.model, "net", None)
+        if "precision" not in kwargs and config.get("precision", AUTO) in (None, AUTO) and \
+                not getattr(net, BF16_ON_CPU_ATTRIBUTE, True):
+            accelerator = config.get("accelerator", AUTO)
+            kwargs["precision"] = resolve_precision(AUTO, detect(accelerator if isinstance(accelerator, str) else AUTO),
+                                                    announce=rank_zero_only.rank == 0, network=net)
+        return super().instantiate_trainer(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.feature_shape", "model.input_shape", apply_on="instantiate")
@@ -146,11 +172,49 @@ class ESC50CLI(LightningCLI):
         runs = sorted(Path(logger.root_dir).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if not runs:
             raise ESC50Error(f"--ckpt_path last: no */checkpoints/last.ckpt under {logger.root_dir} to resume")
+        self._check_resumed_settings(runs[-1])
         config["ckpt_path"] = str(runs[-1])
         logger._version = runs[-1].parent.parent.name
         print(f"resuming {runs[-1]}")
 
+    def _check_resumed_settings(self, last: Path) -> None:
+        """The run ``--ckpt_path last`` resumes goes on only with the settings it was trained with,
+        as ``sweep`` resumes a fold (``training.sweep.setting_differences``; ``auto`` ones as they
+        resolved, from its checkpoint's record): otherwise one line names each setting. How long it
+        trains (``HOW_LONG``) may change: ``--trainer.max_epochs N`` trains it on to epoch N."""
+        try:
+            recorded = yaml.safe_load((last.parent.parent / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return  # no record of its settings (trained with --trainer.logger false?): nothing to compare
+        parser = self._parser(self.subcommand)
+        requested = json.loads(parser.dump(self.config[self.subcommand], format="json", skip_link_targets=False))
+        trained_ran = resolution(recorded, {"resolved": checkpoint_ran_with(last)})
+        ran = resolution_here(requested, ran_with(self.trainer, self.model))
+        changed = [change for change in setting_differences(recorded, requested, trained_ran, ran)
+                   if change.split(" ", 1)[0] not in HOW_LONG]
+        if changed:
+            pin = resolved_changes(trained_ran, ran)
+            pin = f", or pin {pin_hint(pin, trained_ran)} to go on as it ran" if pin else ""
+            raise ESC50Error(f"--ckpt_path last: {last} was trained with other settings ({'; '.join(changed)}); "
+                             f"leave out --ckpt_path to train a new run with them{pin}")
+
     def after_fit(self) -> None:
-        """Say why a model trained on every clip has no test score (``test`` on it is refused)."""
-        if self.datamodule.hparams.get("fold") == "all" and self.trainer.is_global_zero:
+        """End on what the run reached: the final metrics as one small table (``training.report``),
+        the run folder and the command that tests it; and why a model trained on every clip has no
+        test score (``test`` on it is refused)."""
+        if not self.trainer.is_global_zero:
+            return
+        fold = self.datamodule.hparams.get("fold")
+        index = getattr(self.datamodule, "index", {})
+        print(fit_report(self.trainer, fold, {part: len(index[part]) for part in ("val", "test") if part in index}))
+        if fold == "all":
             print("fold all: every clip trained on; no fold held out, so no test")
+
+    def before_predict(self) -> None:
+        """Write what ``predict`` computes to a CSV (``training.predictions.PredictionCSV``)."""
+        self.prediction_writer = PredictionCSV(self.config[self.subcommand].get("predictions"))
+        self.trainer.callbacks.append(self.prediction_writer)
+
+    def after_predict(self) -> None:
+        if self.trainer.is_global_zero and self.prediction_writer.summary:
+            print(self.prediction_writer.summary)

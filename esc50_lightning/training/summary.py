@@ -246,7 +246,7 @@ class FoldHParams(Callback):
         if confusion is not None:
             accuracy = counted_accuracy(confusion.tolist() if hasattr(confusion, "tolist") else confusion)
         else:
-            accuracy = float(trainer.callback_metrics["test/accuracy"])
+            accuracy = float(trainer.callback_metrics["test/acc"])  # the key AudioClassifier logs
         f1 = trainer.callback_metrics.get("test/f1")
         dm = trainer.datamodule
         dataset = {}

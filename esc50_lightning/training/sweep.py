@@ -25,12 +25,13 @@ import yaml
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.locks import file_lock
 from esc50_lightning.results import counted_accuracy, summarize_run, write_results
+from esc50_lightning.training.settings import RESOLVED, checkpoint_ran_with, described, resolution
 from esc50_lightning.training.summary import write_sweep_summary
 
 # settings that say where or how verbosely a fold ran, not what was trained
 NOT_COMPARED = ("trainer.logger", "trainer.enable_progress_bar", "trainer.enable_model_summary",
                 "trainer.log_every_n_steps", "data.fold", "data.root", "data.cache_dir", "data.num_workers",
-                "ckpt_path")
+                "data.on_device", "ckpt_path")
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,19 @@ class FoldDir:
         except (OSError, yaml.YAMLError):
             return None
 
+    def trained_resolved(self) -> dict | None:
+        """What the fold's ``auto`` settings ran as (``settings.RESOLVED``): its result's record,
+        else its checkpoint's (``settings.RanWith``); ``None`` where neither holds one (written
+        before they did)."""
+        result = self.result()
+        if result is not None:
+            return result.get("resolved")
+        return checkpoint_ran_with(self.checkpoint) if self.checkpoint.is_file() else None
+
+    def trained_resolution(self) -> dict:
+        """``settings.resolution`` of the fold's record: what its settings ran as, as far as it says."""
+        return resolution(self.trained_config() or {}, {**(self.result() or {}), "resolved": self.trained_resolved()})
+
     def checkpoint_progress(self) -> tuple[int, float]:
         """``(epochs, seconds)`` that ``last.ckpt`` holds: epochs trained and the training time its
         ``Timer`` had counted when it was saved (what a fold tested again from it reports)."""
@@ -160,12 +174,50 @@ def comparable(config: dict) -> dict:
     return flat
 
 
-def setting_differences(trained: dict, requested: dict) -> list[str]:
+def setting_differences(trained: dict, requested: dict, trained_ran: dict | None = None,
+                        requested_ran: dict | None = None, as_written: bool = False,
+                        label: str = "runs as {} here") -> list[str]:
     """``name trained -> requested`` for each setting both configs hold with different values;
-    where and how verbosely a fold ran (``NOT_COMPARED``) does not count."""
+    where and how verbosely a fold ran (``NOT_COMPARED``) does not count. A setting ``auto`` can
+    leave to the machine (``settings.RESOLVED``) is compared as it resolved where both
+    ``trained_ran`` and ``requested_ran`` say (``settings.resolution``): ``auto`` that ran in fp32
+    differs from ``auto`` that would run in bf16 (``label`` describes the latter), and not from
+    a pinned ``32-true``. ``as_written``: two records of one request (the folds of a sweep) also
+    agree where they hold the same value, whatever each machine resolved it to."""
     old, new = comparable(trained), comparable(requested)
-    return [f"{key} {old[key]!r} -> {new[key]!r}" for key in old
-            if key in new and old[key] != new[key] and not key.startswith(NOT_COMPARED)]
+    old_ran, new_ran = trained_ran or {}, requested_ran or {}
+    changed = []
+    for key in old:
+        if key not in new or key.startswith(NOT_COMPARED):
+            continue
+        if key in RESOLVED and old_ran.get(key) is not None and new_ran.get(key) is not None:
+            if old_ran[key] != new_ran[key] and not (as_written and old[key] == new[key]):
+                changed.append(f"{key} {described(key, old[key], old_ran[key], 'ran as {}')} -> "
+                               f"{described(key, new[key], new_ran[key], label)}")
+        elif old[key] != new[key]:
+            changed.append(f"{key} {old[key]!r} -> {new[key]!r}")
+    return changed
+
+
+def resolved_changes(trained_ran: dict, requested_ran: dict) -> list[str]:
+    """The ``settings.RESOLVED`` keys both know and resolve differently (what to pin to go on)."""
+    return [key for key in RESOLVED if trained_ran.get(key) is not None and requested_ran.get(key) is not None
+            and trained_ran[key] != requested_ran[key]]
+
+
+def check_same_recipe(sweep_dir: Path, folds: list[int], results: list[dict]) -> None:
+    """Folds aggregate under one config only where they were trained with the same settings
+    (``as_written``: ``auto`` may have resolved otherwise on another machine; each fold's own is
+    recorded in the result's ``resolved``). The first that was not is refused in one line."""
+    first, first_ran = results[0], resolution(results[0].get("config") or {}, results[0])
+    for fold, result in zip(folds[1:], results[1:]):
+        changed = setting_differences(first.get("config") or {}, result.get("config") or {}, first_ran,
+                                      resolution(result.get("config") or {}, result), as_written=True,
+                                      label="ran as {}")
+        if changed:
+            raise ESC50Error(f"fold {fold} in {FoldDir(sweep_dir, fold).path} was trained with other settings than "
+                             f"fold {folds[0]} ({'; '.join(changed)}); one result cannot carry both: train it again "
+                             "with the others' settings (sweep ... --restart), or leave it out with --folds")
 
 
 def folds_to_run(sweep_dir: Path, folds: list[int]) -> tuple[list[int], list[int]]:
@@ -177,6 +229,7 @@ def folds_to_run(sweep_dir: Path, folds: list[int]) -> tuple[list[int], list[int
 def collect(name: str, sweep_dir: Path, folds: list[int]) -> dict:
     """The sweep's result from its folds' ``result.json``, shaped as ``results.json`` (DESIGN.md)."""
     results = [FoldDir(sweep_dir, fold).result() for fold in folds]
+    check_same_recipe(sweep_dir, folds, results)
     confusion = np.sum([r["confusion_matrix"] for r in results], axis=0).astype(int)
     rows = [{"fold": r["fold"], "accuracy": counted_accuracy(r["confusion_matrix"]),
              **{k: r[k] for k in ("precision", "recall", "f1", "train_seconds")}} for r in results]
@@ -184,7 +237,9 @@ def collect(name: str, sweep_dir: Path, folds: list[int]) -> dict:
     machines = [r["machine"] for r in results if "machine" in r]
     extra = {"class_names": results[0]["class_names"], "confusion_matrix": confusion.tolist(),
              "total_train_seconds": round(sum(f["train_seconds"] for f in rows), 1),
-             "machines": [m for i, m in enumerate(machines) if m not in machines[:i]]}  # where the seconds went
+             "machines": [m for i, m in enumerate(machines) if m not in machines[:i]],  # where the seconds went
+             # what each fold's auto settings ran as (records written before that say what they can)
+             "resolved": {str(r["fold"]): r.get("resolved") or resolution(r.get("config") or {}, r) for r in results}}
     return {"kind": "sweep", "config": results[0]["config"], "dataset": results[0]["dataset"], "runs": [run],
             **extra}
 
@@ -233,7 +288,8 @@ def sweep_lock(sweep_dir: Path) -> Iterator[None]:
                          "or use another --sweep_dir")
 
     with file_lock(path, refuse) as fd:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-                 .encode())
+        if fd is not None:  # None: filelock's own lock file, which records pid and host itself
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         yield
