@@ -38,15 +38,16 @@ from esc50_lightning.training.inference import classify_file
 TOP_CLASS = "document.getElementById('top-class').textContent"
 
 
-def wav_clips(root: Path, n: int) -> list[bytes]:
-    """The first ``n`` clips of the dataset (sorted by name) as 16-bit WAV files in memory."""
-    out = []
+def wav_clips(root: Path, n: int) -> tuple[list[str], list[bytes]]:
+    """The names of the first ``n`` clips of the dataset (sorted) and the clips as 16-bit WAV files in memory."""
+    names, out = [], []
     for path in sorted((root / "audio").iterdir())[:n]:
         data, rate = sf.read(path, dtype="float32")
         buffer = io.BytesIO()
         sf.write(buffer, data, rate, format="WAV", subtype="PCM_16")
+        names.append(path.with_suffix(".wav").name)
         out.append(buffer.getvalue())
-    return out
+    return names, out
 
 
 def summary(latencies: list[float], wall: float, errors: int) -> dict:
@@ -136,10 +137,10 @@ class Server:
         return summary(latencies, time.perf_counter() - start, errors[0])
 
 
-def screenshot(server: Server, clip: bytes, png: Path) -> None:
+def screenshot(server: Server, name: str, clip: bytes, png: Path) -> None:
     """The page with ``clip`` chosen in its file input and answered."""
     with tempfile.TemporaryDirectory() as tmp, Page((1000, 1000)) as page:
-        path = Path(tmp) / "clip.wav"
+        path = Path(tmp) / name
         path.write_bytes(clip)
         page.call("Page.navigate", url=f"http://127.0.0.1:{server.port}/")
         wait_for("the page", lambda: page.js("document.readyState === 'complete' && "
@@ -168,10 +169,10 @@ def main() -> None:
     parser.add_argument("--screenshot_only", action="store_true", help="only the photograph: no load, no JSON")
     parser.add_argument("--name", default="serve")
     args = parser.parse_args()
-    clips = wav_clips(data_root(), args.clips)
+    names, clips = wav_clips(data_root(), args.clips)
     if args.screenshot_only:
         with Server(args.ckpt, "--accelerator", args.accelerator) as server:
-            screenshot(server, clips[0], Path(args.screenshot or "docs/figures/serve_page.png"))
+            screenshot(server, names[0], clips[0], Path(args.screenshot or "docs/figures/serve_page.png"))
         return
     rows = [{"server": "classify in-process", "clients": 1, **classify_in_process(args.ckpt, clips, args.requests,
                                                                                    args.seconds)}]
@@ -184,7 +185,7 @@ def main() -> None:
                 rows.append({"server": f"serve, batching {'on' if batch > 1 else 'off'}", "max_batch_size": batch,
                              "clients": clients, **server.load(clips, clients, args.requests, args.seconds)})
             if args.screenshot and batch > 1:
-                screenshot(server, clips[0], Path(args.screenshot))
+                screenshot(server, names[0], clips[0], Path(args.screenshot))
     reference = rows[0]["requests_per_second"]
     print("| server | clients | requests | errors | req/s | vs classify | p50 ms | p95 ms |")
     print("|---|---|---|---|---|---|---|---|")

@@ -126,7 +126,7 @@ def test_a_trial_killed_mid_way_is_run_again_and_every_finished_trial_is_kept(sh
     """``kill -9`` while the second trial trains its second fold; the same command then marks it
     failed (its process is gone: no heartbeat grace to wait for), runs its values again from its
     finished fold, and completes the study with the first trial as it was."""
-    args = tune_args(short_root, tmp_path, epochs=3, trials=3)
+    args = tune_args(short_root, tmp_path, epochs=2, trials=2)
     study_dir = tmp_path / "study"
     log = open(tmp_path / "victim.log", "w")
     victim = subprocess.Popen([sys.executable, "-m", "esc50_lightning", "tune", *args], cwd=tmp_path,
@@ -150,7 +150,7 @@ def test_a_trial_killed_mid_way_is_run_again_and_every_finished_trial_is_kept(sh
     rerun = after[2]
     assert rerun.params == killed.params and rerun.state.name == "COMPLETE"
     assert "trial 2: re-run of trial 1" in out and "trial 2: fold 1 validation accuracy" in out
-    assert sum(t.state.name == "COMPLETE" for t in after) == 3
+    assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert (study_dir / "trials" / "trial002" / "fold1" / "validation.json").exists()
 
 
@@ -200,7 +200,7 @@ def test_noise_in_place_of_the_test_fold_changes_no_objective(short_root, tmp_pa
                 data, rate = sf.read(path)
                 sf.write(path, rng.standard_normal(data.shape) * 0.3, rate, subtype="PCM_16")
         work = tmp_path / label
-        main(["tune", *tune_args(root, work, epochs=2, trials=2, folds=("1",))])
+        main(["tune", *tune_args(root, work, trials=2, folds=("1",))])
         values.append([t.value for t in load(work).get_trials()])
     assert values[0] == values[1]
 
@@ -225,3 +225,15 @@ def test_a_bad_space_is_one_line_before_any_trial(short_root, tmp_path, capsys, 
     assert stop.value.code == 2 and len(lines) == 1, lines
     assert message in lines[0]
     assert not (tmp_path / "study").exists()  # no storage, no trial
+
+
+def test_the_first_trial_is_the_base_config_when_the_space_holds_it():
+    from esc50_lightning.training.tune_trial import parse_fit
+
+    base = parse_fit([f"--config={Path(__file__).resolve().parents[1] / 'configs' / 'conv1d.yaml'}"])
+    space = Space.load(Path(__file__).resolve().parents[1] / "configs" / "spaces" / "conv1d.yaml", base)
+    baseline = space.baseline(base)
+    assert baseline["model.net.init_args.channels"] == "[256, 256]" and baseline["data.n_mels"] == 128
+    assert space.values(baseline)["model.net.init_args.channels"] == [256, 256]
+    even = Space.parse({"model.net.init_args.kernel_size": {"low": 4, "high": 8, "step": 2}}, base)
+    assert even.baseline(base) is None  # 5 is not on the grid: no baseline trial

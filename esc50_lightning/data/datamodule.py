@@ -326,7 +326,8 @@ class ESC50DataModule(L.LightningDataModule):
         paths = [Path(self.root) / "audio" / f for f in self.meta["filename"]]
         key = cache_key(content_key(paths), {**self.settings.as_dict(), "encoder": encoder.encoder_key()})
         path = self.cache_dir / f"embeddings-{type(encoder).__name__}-{key}.pt"
-        with file_lock(path.with_name(path.name + ".lock"), lambda: None):
+        with file_lock(path.with_name(path.name + ".lock"),
+                       lambda: print(f"waiting for another process computing {path.name}")):
             embeddings = load_cached(path)
             if embeddings is None:
                 was_training = encoder.training

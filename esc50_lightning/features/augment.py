@@ -106,7 +106,16 @@ def random_bands(batch: int, count: int, max_width: int, size: int, device: torc
 class SpecAugment(nn.Module):
     """SpecAugment masking (Park et al. 2019): ``freq_masks`` bands of up to ``freq_width`` bins
     and ``time_masks`` stripes of up to ``time_width`` frames, set to ``value``, drawn
-    independently per example; one pass over the batch."""
+    independently per example; one pass over the batch.
+
+    Not ``torchaudio.transforms.FrequencyMasking``/``TimeMasking`` (``iid_masks=True``): they draw
+    the same widths, but not the same positions. They draw a band's start from ``size - v`` with
+    ``v`` its width before rounding down, so the last start that fits comes about half as often as
+    each other (``random_bands`` draws every start alike; tests/test_features.py measures both);
+    they draw in the input's dtype (in bf16 the positions are rounded, and beyond 256 frames so
+    is the frame index they compare with); and a width above the axis' size is not clipped. One
+    call masks one band per example, so ``freq_masks`` bands would take as many passes.
+    """
 
     def __init__(
         self, freq_masks: int = 2, freq_width: int = 16, time_masks: int = 2, time_width: int = 24,

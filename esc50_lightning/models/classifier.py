@@ -240,6 +240,7 @@ class AudioClassifier(L.LightningModule):
         name) is rebuilt from those ``init_args``, so that the checkpoint alone rebuilds it."""
         override = getattr(self.net, "checkpoint_init_args", None)
         net = checkpoint.get("hyper_parameters", {}).get("net")
+        net = net.as_dict() if hasattr(net, "as_dict") else net  # a jsonargparse Namespace
         if callable(override) and isinstance(net, Mapping) and isinstance(net.get("init_args"), Mapping):
             checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"],  # copies: the live hparams stay
                                               "net": {**net, "init_args": {**net["init_args"], **override()}}}

@@ -71,6 +71,8 @@ def build_server(api: ClassifierAPI, model: LoadedModel, max_bytes: int = 10_000
                               middlewares=[(UploadGuard, {"path": api.api_path, "max_bytes": max_bytes})])
     except (ValueError, RuntimeError) as err:  # LitServe's word on an accelerator, a timeout ...
         raise ESC50Error(f"serve: {str(err).splitlines()[0]}") from None
+    if not server.devices:
+        raise ESC50Error(f"--accelerator {accelerator}: no such device on this machine")
     app = server.app
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/"]  # LitServe's "/"
     files = resources.files("esc50_lightning.serving") / "static"

@@ -78,9 +78,12 @@ def open_study(settings: StudySettings, create: bool = True) -> optuna.Study:
     study = optuna.create_study(study_name=settings.name, storage=storage, direction="maximize", sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
     attrs = study.user_attrs
-    if not attrs:  # new: record what defines it
+    if not attrs:  # new: record what defines it; its first trial is the base config as it is
         for key, value in {**record, "objective": f"mean validation accuracy; {SCORED_ON}"}.items():
             study.set_user_attr(key, value)
+        baseline = settings.space.baseline(settings.base_config)
+        if baseline is not None:
+            study.enqueue_trial(baseline, user_attrs={"baseline": True})
         return study
     changed = differences(attrs.get("space", {}), record["space"])
     changed += setting_differences(attrs.get("base_config", {}), record["base_config"])

@@ -196,6 +196,7 @@ def trial_summary(trial: FrozenTrial, space: object) -> dict:
     return {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value,
             "params": space.values(trial.params), "fold_val_accuracy": folds, "train_seconds": round(seconds, 1),
             "wall_seconds": None if wall is None else round(wall, 1), "pruned_at": trial.user_attrs.get("pruned_at"),
+            "baseline": bool(trial.user_attrs.get("baseline")),
             "test_folds_evaluated": trial.user_attrs.get("test_folds_evaluated", False)}
 
 
@@ -233,12 +234,17 @@ def status_lines(settings: object, study: optuna.Study, target: int | None = Non
         folds = " ".join(f"{k}:{v:.3f}" for k, v in sorted(summary["fold_val_accuracy"].items()))
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
         extra = f" ({summary['pruned_at']})" if summary["pruned_at"] and trial.state == TrialState.PRUNED else ""
+        base = " (the base config)" if summary["baseline"] else ""
         lines.append(f"  trial {trial.number:3d} {trial.state.name.lower():8s} {value:>6s}  folds {folds or '-'}"
-                     f"{extra}  {json.dumps(summary['params'])}")
+                     f"{extra}{base}  {json.dumps(summary['params'])}")
     best = best_trial(study)
     if best is not None:
         values = json.dumps(settings.space.values(best.params))
         lines.append(f"tune {settings.name}: best so far trial {best.number}: validation accuracy {best.value:.4f} "
                      f"over folds {', '.join(map(str, settings.folds))}: {values}")
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get("baseline"):
+            lines.append(f"tune {settings.name}: the base config as it is (trial {trial.number}): validation accuracy "
+                         f"{trial.value:.4f}")
     return lines
 

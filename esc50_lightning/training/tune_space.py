@@ -73,6 +73,17 @@ class Param:
             return self.choices[[_label(c) for c in self.choices].index(stored)]
         return stored
 
+    def stored(self, value: object) -> object | None:
+        """What Optuna would store for ``value`` (``None``: outside this setting's range or choices)."""
+        if self.kind == "choice":
+            labels = [_label(c) for c in self.choices]
+            return _label(value) if _label(value) in labels else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return None
+        if self.step and abs((value - self.low) / self.step - round((value - self.low) / self.step)) > 1e-9:
+            return None
+        return int(value) if self.kind == "int" else float(value)
+
     def candidates(self) -> list:
         """Values that span the range (its ends) or every choice: what the config must accept."""
         return list(self.choices) if self.kind == "choice" else [self.low, self.high]
@@ -185,6 +196,12 @@ class Space:
 
     def arguments(self, values: dict) -> list[str]:
         return [argument(key, value) for key, value in values.items()]
+
+    def baseline(self, base_config: dict) -> dict | None:
+        """The base config's own values as Optuna stores them, or ``None`` if one lies outside the space."""
+        base = flat_settings(base_config)
+        stored = {p.key: p.stored(base.get(p.key)) for p in self.params}
+        return None if any(v is None for v in stored.values()) else stored
 
     def spec(self) -> dict:
         """The space as stored with the study (what a re-run must match)."""

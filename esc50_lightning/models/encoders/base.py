@@ -29,7 +29,8 @@ The parts (every encoder has them, with these names):
   publisher's ``embedding``: PANNs' 2,048-d or 512-d ``fc1`` output, AST's pooled output).
 - ``embed(wave) = encode(frontend(wave))``: what ``esc50-lightning embed`` writes.
 - ``head``: the new ``nn.Linear(embedding_dim, num_classes)`` (the publisher's AudioSet head is
-  dropped; PANNs keeps it loadable as ``audioset_head`` for the parity test, never trained).
+  kept, frozen and never trained, for the parity tests: PANNs' ``audioset.fc_audioset``, the
+  Hugging Face encoders' ``pretrained_head``).
 - ``forward(wave) = head(dropout(embed(wave)))``; with ``embedding_input`` set (a linear probe
   over cached embeddings, below) ``forward`` takes ``(batch, embedding_dim)`` embeddings instead.
 - ``encoder_parameters()`` / ``head_parameters()``: two disjoint parameter lists covering every
@@ -61,9 +62,12 @@ there with ``feature: waveform``, in one line pointing at the encoder's own ``sp
 
 Weights: ``weights`` is a local file, a published name fetched into
 ``~/.cache/esc50-lightning/weights/`` (``esc50_lightning.fetch``), or ``None`` (random
-initialisation: tests and timing only). A file that does not fit (another model's, truncated,
-wrong shapes) is an ``ESC50Error`` naming what was expected and what was found; a partial load
-never happens silently (``load_matching``).
+initialisation: tests and timing only). ``load_pretrained()`` reads them; ``AudioClassifier`` calls
+it when ``fit`` starts (``setup("fit")``, before a resumed fit restores its own weights), never when
+one of our checkpoints is rebuilt, so a checkpoint never needs the weights file. A file that does
+not fit (another model's, truncated, wrong shapes) is an ``ESC50Error`` naming what was expected and
+what was found; a partial load never happens silently (``load_matching``). ``freeze`` (the
+constructor's, kept as an attribute) is what makes ``AudioClassifier`` treat the net as a probe.
 """
 
 from __future__ import annotations

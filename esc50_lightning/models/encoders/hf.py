@@ -120,7 +120,8 @@ def model_folder(weights: str) -> Path:
             if not any((folder / f).exists() for f in WEIGHT_FILES):  # an older repository: PyTorch pickles only
                 folder = Path(snapshot_download(weights, cache_dir=cache, allow_patterns=["*.json", "*.bin"]))
         except RepositoryNotFoundError:
-            raise ESC50Error(f"{weights}: no such model on the Hugging Face Hub (nor a folder here)") from None
+            raise ESC50Error(f"{weights}: no such model on the Hugging Face Hub, or one that needs a login (and no "
+                             "such folder here)") from None
         except Exception as err:  # noqa: BLE001 - offline, unreachable, refused: the same one line
             offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
             raise ESC50Error(f"{weights}: not in {cache} and the Hugging Face Hub cannot be reached{offline} "
