@@ -1,8 +1,7 @@
 """The GPU path in one command: what the hardware policy chose and why, and what each GPU
 choice costs or gains, measured on the real data in at most 8 minutes on one CUDA GPU.
 
-    python ../shared/esc50/unpack.py /tmp/ESC-50-16k     # once: the dataset's standard layout
-    ESC50_ROOT=/tmp/ESC-50-16k python bench/gpu_check.py  # -> bench/results/gpu_check.json
+    ESC50_ROOT=/path/to/ESC-50 python bench/gpu_check.py   # -> bench/results/gpu_check.json
 
 Sections, each in a fresh process of its own (a CUDA context never leaks into the next, and the
 compiled run starts from empty compiler caches, as on a fresh machine):
@@ -252,10 +251,14 @@ class Check:
                 self.results[key] = {**json.loads(out.read_text()), "wall_seconds": proc.wall_seconds}
                 print(f"{key}: done in {proc.wall_seconds} s", flush=True)
 
-    def sweep(self, key: str, args: list[str], folds: list[int], limit_s: float, work: Path) -> None:
+    def sweep(self, key: str, args: list[str], folds: list[int], limit_s: float, work: Path,
+              fresh_process: bool = False) -> None:
+        """A ``sweep`` of ``folds`` into its own folder; ``fresh_process``: never in this one (a
+        launcher that forks must not fork a process that has trained already)."""
         sweep_dir = work / key
         command = ["sweep", *args, "--folds", *map(str, folds), "--sweep_dir", str(sweep_dir)]
-        if self.in_process:
+        in_process = self.in_process and not fresh_process
+        if in_process:
             from esc50_lightning.cli import main as cli_main
 
             done = self.here(key, lambda: cli_main(command))
@@ -273,7 +276,7 @@ class Check:
             folds_out.append({k: result.get(k) for k in ("fold", "accuracy", "train_seconds", "epochs", "devices",
                                                           "precision_used")})
         self.results[key] = {"wall_seconds": wall, "folds": folds_out}
-        if not self.in_process:
+        if not in_process:
             print(f"{key}: done in {wall} s", flush=True)
 
 
@@ -358,7 +361,7 @@ def main() -> None:
         check.sweep("jobs2", [*fold, *device, "--jobs", "2", "--folds_per_gpu", "2"], [1, 2], 120, work)
         for strategy in ("ddp", "ddp_fork"):
             check.sweep(strategy, [*fold, *device, f"--trainer.strategy={strategy}", "--trainer.devices=1"], [1],
-                        90, work)
+                        90, work, fresh_process=strategy == "ddp_fork")
     results = check.results
     figures = {"accelerator": args.accelerator, "small": small, "overrides": overrides,
                "total_seconds": round(time.perf_counter() - started, 1), "budget_seconds": budget,

@@ -87,12 +87,13 @@ class CudaDevice:
     uuid: str = ""
 
 
-def visible_cuda_devices(value: str | None = None) -> list[str] | None:
+def visible_cuda_devices(value: str | None = None, strict: bool = True) -> list[str] | None:
     """``CUDA_VISIBLE_DEVICES`` (or ``value``) as a list of device ids, each stripped of spaces:
     ``None`` when unset (every GPU is visible), ``[]`` when it hides them all (empty, ``-1``).
     ``"0, 1"`` is ``["0", "1"]`` (CUDA itself reads ``" 1"`` as invalid and drops it); ids are
     indices or UUIDs (``GPU-...``, ``MIG-...``); empty entries are dropped. An entry that is
-    neither is refused in one line rather than silently hiding every GPU after it."""
+    neither is refused in one line rather than silently hiding every GPU after it (``strict``),
+    or ends the list there, as CUDA reads it."""
     raw = os.environ.get("CUDA_VISIBLE_DEVICES") if value is None else value
     if raw is None:
         return None
@@ -103,6 +104,8 @@ def visible_cuda_devices(value: str | None = None) -> list[str] | None:
         if entry.lstrip("-").isdigit() and entry.startswith("-"):
             break  # a negative index ends the list for CUDA: "-1" hides every GPU
         if not (entry.isdigit() or entry.startswith(("GPU-", "MIG-"))):
+            if not strict:
+                break
             raise ESC50Error(f"CUDA_VISIBLE_DEVICES={raw!r}: {entry!r} is neither a GPU index nor a UUID "
                              "(GPU-..., MIG-...); list them separated by commas, e.g. 0,1")
         if entry not in ids:
@@ -149,7 +152,7 @@ def cuda_devices() -> list[CudaDevice] | None:
     ``None`` where NVML cannot say. Indices are taken in NVML's (PCI) order; where an id matches
     no GPU (a MIG instance's UUID) every GPU is returned: the policy takes the least capable."""
     every = nvml_devices()
-    ids = visible_cuda_devices()
+    ids = visible_cuda_devices(strict=False)
     if every is None or ids is None:
         return every
     chosen = []

@@ -320,3 +320,28 @@ def test_auto_precision_per_device_and_network(tiny_root, tmp_path, monkeypatch,
     cli = ESC50CLI(args=[*args, f"--trainer.accelerator={device}", "--trainer.logger=false"], run=False)
     assert str(cli.trainer.precision) == expected
     assert json.loads(cli.parser.dump(cli.config, format="json"))["trainer"]["precision"] == "auto"
+
+
+# ----- the device check, in its small CPU form -----
+def test_the_gpu_check_runs_small_on_a_cpu(tree, tmp_path):
+    """``bench/gpu_check.py --accelerator cpu``: every section runs (or says why not) on the tiny
+    tree, so the command that measures a GPU the first time one is at hand keeps working."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu_check.json"
+    overrides = " ".join(f"--data.{k}={v}" for k, v in {**FAST_DATA, "clip_seconds": 1.0}.items())
+    run = subprocess.run([sys.executable, str(repo / "bench" / "gpu_check.py"), "--accelerator", "cpu", "--root",
+                          str(tree), "--out", str(out), "--overrides", overrides],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    sections = result["sections"]
+    assert not {k: v for k, v in sections.items() if "error" in v or "budget" in v.get("skipped", "")}
+    assert sections["policy"]["cuda_context_after_building_the_trainer"] is False
+    assert sections["policy"]["precision"]["mlp"] == "32-true"
+    assert sections["cnn_eager"]["seconds_per_epoch"] > 0 and sections["weight_averaging"]["ms_per_adamw_step"] > 0
+    for key in ("fold", "jobs2", "ddp", "ddp_fork"):  # ddp_fork: its forked worker must not hang in OpenMP
+        assert all(f["epochs"] == 1 for f in sections[key]["folds"]), key
+    assert len(sections["jobs2"]["folds"]) == 2
+    assert result["verdict"]["compile_pays"] is None  # measured only on a GPU

@@ -102,3 +102,25 @@ def test_the_committed_sweeps_aggregate_and_report_no_changed_setting(sweep, tmp
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(folds) and all(": done: test accuracy " in line for line in lines)
     assert not any("other settings" in line for line in lines)
+
+
+@pytest.mark.parametrize("capability, compiles", [((6, 0), False), ((9, 0), True)])
+def test_what_a_gpu_run_resolves_is_asked_without_starting_cuda(capability, compiles, monkeypatch):
+    """A fold compares what it would run with before its Trainer starts, in the process a
+    fork-based strategy (``ddp_fork``) forks from: on a GPU ``compile: auto`` is read from NVML
+    (``hardware.detect``), never from ``torch.cuda``, which would start CUDA there."""
+    import functools
+
+    import torch
+
+    import esc50_lightning.hardware as hardware
+    import esc50_lightning.models.classifier as classifier
+    from esc50_lightning.models import CNN, AudioClassifier
+
+    model = AudioClassifier(functools.partial(CNN, channels=[4, 8]), input_shape=(16, 20), num_classes=3,
+                            compile="auto", channels_last="auto")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(hardware, "cuda_capability", lambda device: pytest.fail("asked torch.cuda"))
+    monkeypatch.setattr(classifier, "detect", lambda accelerator: hardware.Hardware("cuda", "a GPU", True, {},
+                                                                                    capability))
+    assert model.hardware_switches(torch.device("cuda")) == {"compile": compiles, "channels_last": True}

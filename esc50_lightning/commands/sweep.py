@@ -97,6 +97,8 @@ def parse(argv: list[str]) -> tuple[Namespace, list[str]]:
         raise ESC50Error(f"--folds must be within 1-5, got {bad}")
     if args.jobs < 1:
         raise ESC50Error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.folds_per_gpu < 1:
+        raise ESC50Error(f"--folds_per_gpu must be at least 1, got {args.folds_per_gpu}")
     if "--data.fold=all" in rest or any(a == "--data.fold" and b == "all" for a, b in zip(rest, rest[1:])):
         raise ESC50Error("sweep tests each of --folds in turn, and --data.fold all holds no fold out; "
                          "train the model on every clip with fit --data.fold all")
@@ -186,7 +188,7 @@ def main(argv: list[str]) -> None:
 def run(args: Namespace, rest: list[str], name: str, sweep_dir: Path) -> None:
     """Train what is left (an option the folds would reject fails here, once), then aggregate."""
     requested = requested_config(rest)
-    if args.executor == "local":  # impossible --jobs refused before anything trains
+    if args.executor == "local" and args.jobs > 1:  # impossible --jobs refused before anything trains
         executors.check_parallel_folds(args.jobs, args.folds_per_gpu, requested.get("trainer", {}),
                                        executors.visible_gpus())
     todo, done = folds_to_run(sweep_dir, args.folds)

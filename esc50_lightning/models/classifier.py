@@ -24,7 +24,14 @@ from torchmetrics.classification import (
 )
 
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.hardware import AUTO, compile_refusal, resolve_switch, use_tensor_cores
+from esc50_lightning.hardware import (
+    AUTO,
+    TRITON_MIN_CAPABILITY,
+    compile_refusal,
+    detect,
+    resolve_switch,
+    use_tensor_cores,
+)
 from esc50_lightning.models.distill import check_teacher, distillation_loss, teacher_path
 from esc50_lightning.models.encoders.base import is_encoder
 
@@ -179,8 +186,16 @@ class AudioClassifier(L.LightningModule):
             requested = self.hparams.get("channels_last", False)  # absent from older checkpoints
             layout = resolve_switch("channels_last", requested, device)
         requested = self.hparams.compile
-        return {"compile": compile_refusal(device) is None if requested == AUTO else bool(requested),
-                "channels_last": layout}
+        if requested != AUTO:
+            compiled = bool(requested)
+        elif torch.device(device).type == "cuda" and not torch.cuda.is_initialized():
+            # asked before the Trainer starts: NVML's word on the GPUs, as hardware.detect reads
+            # them, so that a fork-based strategy (ddp_fork) still finds CUDA untouched
+            capability = detect("cuda").capability
+            compiled = capability is None or capability >= TRITON_MIN_CAPABILITY
+        else:
+            compiled = compile_refusal(device) is None
+        return {"compile": compiled, "channels_last": layout}
 
     def compile_net(self) -> None:
         """Compile the network in place (``nn.Module.compile``: its checkpoint keys stay), one

@@ -11,10 +11,12 @@ model exists.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from lightning.pytorch.accelerators import Accelerator
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
@@ -45,6 +47,26 @@ def standard_callbacks(
     return callbacks + [c for c in wanted if not any(isinstance(have, type(c)) for have in callbacks)]
 
 
+_FORKED_WORKERS_SINGLE_THREADED = False
+
+
+def _one_thread_after_fork() -> None:
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # else Lightning's DDP setup gives the worker cpu_count / processes again
+
+
+def single_threaded_forked_workers() -> None:
+    """Workers that Lightning forks (``ddp_fork``, ``ddp_notebook``) compute with one CPU
+    thread: GNU OpenMP, torch's CPU thread pool, cannot start threads in a process forked after
+    it ran, and the worker's first parallel operation (decoding, features) would hang for good.
+    Registered once per process (a fork handler cannot be removed; DataLoader workers, forked
+    too, run single-threaded anyway)."""
+    global _FORKED_WORKERS_SINGLE_THREADED
+    if not _FORKED_WORKERS_SINGLE_THREADED and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_one_thread_after_fork)
+        _FORKED_WORKERS_SINGLE_THREADED = True
+
+
 class ESC50Trainer(L.Trainer):
     """``lightning.Trainer`` whose ``precision`` defaults to ``auto``: the hardware policy
     (``esc50_lightning.hardware``) picks ``bf16-mixed``, ``16-mixed`` or ``32-true`` for the
@@ -53,7 +75,8 @@ class ESC50Trainer(L.Trainer):
     matrix products use TF32. It also sets the process's allocator policy
     (``allocator.keep_freed_memory``) and adds the callbacks every run needs
     (``standard_callbacks``). Building it creates no CUDA context (``hardware.detect`` asks
-    NVML), so Lightning can still fork worker processes (``ddp_fork``, ``ddp_notebook``).
+    NVML), so Lightning can still fork worker processes (``ddp_fork``, ``ddp_notebook``); those
+    workers compute with one CPU thread (``single_threaded_forked_workers``).
     """
 
     def __init__(
@@ -84,3 +107,5 @@ class ESC50Trainer(L.Trainer):
             logger=logger,
             **kwargs,
         )
+        if getattr(getattr(self.strategy, "launcher", None), "_start_method", None) == "fork":
+            single_threaded_forked_workers()

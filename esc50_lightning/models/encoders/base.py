@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -98,10 +98,32 @@ def check_waveform_input(name: str, n_bins: int) -> None:
                          f"(the input now has {n_bins} bins per frame)")
 
 
+def error_detail(err: BaseException, limit: int) -> str:
+    """The first line of ``err``'s message, at most ``limit`` characters: the detail of a one-line error."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else "no detail"
+
+
+def few(items: list[str]) -> str:
+    """The first three of ``items`` and how many more: a one-line error stays one line."""
+    return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+
+def mismatch_summary(missing: list[str], unexpected: list[str], shapes: list[str], errors: Sequence[str] = ()) -> str:
+    """What a weights file has wrong, as one clause (``''`` when nothing): missing and unexpected keys,
+    mismatched shapes, other loading errors, a few of each. Shared by ``load_matching`` and the Hugging
+    Face loader, so both say it alike."""
+    found = [f"{len(missing)} missing keys ({few(missing)})" if missing else "",
+             f"{len(unexpected)} unexpected keys ({few(unexpected)})" if unexpected else "",
+             f"{len(shapes)} mismatched shapes ({few(shapes)})" if shapes else "",
+             f"errors ({few(list(errors))})" if errors else ""]
+    return "; ".join(f for f in found if f)
+
+
 def load_matching(module: nn.Module, state: Mapping[str, torch.Tensor], source: str, expected: str) -> None:
     """Load ``state`` into ``module`` only if every key and shape matches; otherwise one
     ``ESC50Error`` line: ``source`` (the file), ``expected`` (what it should be), and what was
-    found (missing and unexpected keys, mismatched shapes, a few of each)."""
+    found (``mismatch_summary``)."""
     own = module.state_dict()
     state = dict(state)
     for k in own:  # BatchNorm's counter, absent from files saved before torch 0.4.1: ours stands in
@@ -112,13 +134,7 @@ def load_matching(module: nn.Module, state: Mapping[str, torch.Tensor], source: 
     shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})" for k in own
               if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
-        def few(items: list[str]) -> str:
-            return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
-
-        found = [f"{len(missing)} missing keys ({few(missing)})" if missing else "",
-                 f"{len(unexpected)} unexpected keys ({few(unexpected)})" if unexpected else "",
-                 f"{len(shapes)} mismatched shapes ({few(shapes)})" if shapes else ""]
-        raise ESC50Error(f"{source}: not {expected}: {'; '.join(f for f in found if f)}")
+        raise ESC50Error(f"{source}: not {expected}: {mismatch_summary(missing, unexpected, shapes)}")
     module.load_state_dict(state, strict=True)
 
 

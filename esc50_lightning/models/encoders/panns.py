@@ -1,32 +1,23 @@
 """PANNs (Kong et al. 2020, "PANNs: Large-Scale Pretrained Audio Neural Networks for Audio Pattern
 Recognition"): Cnn6, Cnn10, Cnn14 and Cnn14_16k, pretrained on AudioSet, as our classifier's ``net``.
 
-Our own implementation of the published definition (``pytorch/models.py`` of
-``qiuqiangkong/audioset_tagging_cnn``, front end as in ``torchlibrosa``): its state dict has
-exactly the names and shapes of the published checkpoints (Zenodo record 3987831, each a
-``torch.save`` of ``{"model": state_dict, ...}``), so those files load with no key left over or
-missing. ``PANNs.audioset`` is that network, AudioSet head (``fc_audioset``, 527 classes) included
-(kept for ``clipwise``, never trained); ``PANNs.head`` is the new ``num_classes``-way layer on the
-embedding (``fc1``'s output after ReLU: 2,048-d for Cnn14, 512-d for Cnn6 and Cnn10).
-
-The input pipeline is the publisher's and lives in the state dict: reflect-padded STFT as two
-frozen ``Conv1d`` (window ``n_fft``, Hann), power, Slaney mel filters (``melW``), ``10 log10`` with
-amin 1e-10, ref 1 and no top_db, then ``bn0`` over the mel bins and, in training, SpecAugment
-(PANNs': two time stripes of up to 64 frames, two frequency stripes of up to 8 bins).
+Here: which models are published (``PANNS_MODELS``: network, front end, checkpoint file, md5),
+where a model's weights are (``resolve_weights``) and the encoder ``PANNs``. The network, under the
+published names so that the Zenodo checkpoints load with no key left over or missing:
+``panns_net``; reading and checking a published file: ``panns_weights``. ``PANNs.audioset`` is that
+network, AudioSet head (``fc_audioset``, 527 classes) included (kept for ``clipwise``, never
+trained); ``PANNs.head`` is the new ``num_classes``-way layer on the embedding (``fc1``'s output
+after ReLU: 2,048-d for Cnn14, 512-d for Cnn6 and Cnn10). In training the log-mel gets PANNs'
+SpecAugment (two time stripes of up to 64 frames, two frequency stripes of up to 8 bins).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import torch
-import torch.nn.functional as F
-import torchaudio.functional as AF
 from torch import nn
 
 from esc50_lightning.errors import ESC50Error
@@ -37,9 +28,16 @@ from esc50_lightning.models.encoders.base import (
     check_waveform_input,
     load_matching,
 )
+from esc50_lightning.models.encoders.panns_net import (  # noqa: F401 - re-exported: their home before the split
+    AUDIOSET_CLASSES,
+    MEL_BINS,
+    AudioSetNet,
+    _LogmelFilterBank,
+    _Spectrogram,
+)
+from esc50_lightning.models.encoders.panns_weights import file_md5, read_published  # noqa: F401
 
 ZENODO = "https://zenodo.org/record/3987831/files/{}?download=1"
-AUDIOSET_CLASSES = 527
 
 
 @dataclass(frozen=True)
@@ -75,131 +73,6 @@ PANNS_MODELS: dict[str, PANNsSpec] = {
                        "541141fa2ee191a88f24a3219fff024e"),
     "Cnn14_16k": PANNsSpec("3x3", _CNN14, 16000, 512, 160, 50, 8000, "Cnn14_16k_mAP=0.438.pth", None),
 }
-MEL_BINS = 64
-
-
-# ----- the front end, under the published names (torchlibrosa's Spectrogram and LogmelFilterBank) -----
-class _STFT(nn.Module):
-    """``|STFT|`` as two frozen ``Conv1d`` over the reflect-padded wave (``conv_real``, ``conv_imag``:
-    the DFT rows times a periodic Hann window), exportable to ONNX as it is."""
-
-    def __init__(self, n_fft: int, hop: int) -> None:
-        super().__init__()
-        self.n_fft, self.hop = n_fft, hop
-        bins = n_fft // 2 + 1
-        t = torch.arange(n_fft, dtype=torch.float64)
-        k = torch.arange(bins, dtype=torch.float64)[:, None]
-        window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
-        angle = 2 * math.pi * k * t / n_fft
-        self.conv_real = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
-        self.conv_imag = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
-        with torch.no_grad():
-            self.conv_real.weight.copy_((torch.cos(angle) * window)[:, None].float())
-            self.conv_imag.weight.copy_((-torch.sin(angle) * window)[:, None].float())
-        self.requires_grad_(False)
-
-    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.pad(wave[:, None], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
-        return self.conv_real(x), self.conv_imag(x)  # (batch, bins, frames) each
-
-
-class _Spectrogram(nn.Module):
-    def __init__(self, n_fft: int, hop: int) -> None:
-        super().__init__()
-        self.stft = _STFT(n_fft, hop)
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        real, imag = self.stft(wave)
-        return (real.square() + imag.square()).transpose(1, 2)[:, None]  # (batch, 1, frames, bins)
-
-
-class _LogmelFilterBank(nn.Module):
-    def __init__(self, sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> None:
-        super().__init__()
-        fb = AF.melscale_fbanks(n_fft // 2 + 1, fmin, fmax, n_mels, sample_rate, norm="slaney", mel_scale="slaney")
-        self.melW = nn.Parameter(fb, requires_grad=False)  # (bins, mels), as librosa.filters.mel(...).T
-
-    def forward(self, power: torch.Tensor) -> torch.Tensor:
-        mel = torch.matmul(power, self.melW)
-        return 10.0 * torch.log10(mel.clamp_min(1e-10))  # ref 1, amin 1e-10, no top_db
-
-
-# ----- the network -----
-def _init_layer(layer: nn.Module) -> None:
-    nn.init.xavier_uniform_(layer.weight)
-    if getattr(layer, "bias", None) is not None:
-        layer.bias.data.fill_(0.0)
-
-
-class _ConvBlock(nn.Module):
-    """Cnn10/Cnn14's block: two 3x3 conv-BN-ReLU layers, then average pooling."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn1, self.bn2 = nn.BatchNorm2d(c_out), nn.BatchNorm2d(c_out)
-        _init_layer(self.conv1)
-        _init_layer(self.conv2)
-
-    def forward(self, x: torch.Tensor, pool: int) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        return F.avg_pool2d(x, pool) if pool > 1 else x
-
-
-class _ConvBlock5x5(nn.Module):
-    """Cnn6's block: one 5x5 conv-BN-ReLU layer, then average pooling."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 5, padding=2, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        _init_layer(self.conv1)
-
-    def forward(self, x: torch.Tensor, pool: int) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        return F.avg_pool2d(x, pool) if pool > 1 else x
-
-
-class AudioSetNet(nn.Module):
-    """The published network under the published names: front end, ``bn0``, conv blocks, ``fc1``
-    and the 527-way ``fc_audioset``. Its ``state_dict()`` is the published checkpoint's ``model``."""
-
-    def __init__(self, spec: PANNsSpec, width: float = 1.0) -> None:
-        super().__init__()
-        self.spec = spec
-        channels = [max(1, round(c * width)) for c in spec.channels]
-        self.spectrogram_extractor = _Spectrogram(spec.window, spec.hop)
-        self.logmel_extractor = _LogmelFilterBank(spec.sample_rate, spec.window, MEL_BINS, spec.fmin, spec.fmax)
-        self.bn0 = nn.BatchNorm2d(MEL_BINS)
-        block = _ConvBlock if spec.block == "3x3" else _ConvBlock5x5
-        c_in = 1
-        for i, c in enumerate(channels, 1):
-            setattr(self, f"conv_block{i}", block(c_in, c))
-            c_in = c
-        self.blocks = len(channels)
-        # Cnn14 pools 2x2 after every block but the last; Cnn6 and Cnn10 after each of their four
-        self.pools = [2] * self.blocks if self.blocks == 4 else [2] * (self.blocks - 1) + [1]
-        self.fc1 = nn.Linear(c_in, c_in)
-        self.fc_audioset = nn.Linear(c_in, AUDIOSET_CLASSES)
-        _init_layer(self.fc1)
-        _init_layer(self.fc_audioset)
-
-    def logmel(self, wave: torch.Tensor) -> torch.Tensor:
-        """``(batch, 1, frames, 64)`` log-mel, normalised by ``bn0`` over the mel bins."""
-        with torch.autocast(wave.device.type, enabled=False):  # the publisher's fp32 front end, in any precision
-            x = self.logmel_extractor(self.spectrogram_extractor(wave.float()))
-        return self.bn0(x.transpose(1, 3)).transpose(1, 3)
-
-    def embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """``(batch, 1, frames, 64)`` (after ``logmel``) to the ``fc1`` embedding (after ReLU)."""
-        for i, pool in enumerate(self.pools, 1):
-            x = F.dropout(getattr(self, f"conv_block{i}")(x, pool), 0.2, self.training)
-        x = x.mean(3)
-        x = x.amax(2) + x.mean(2)
-        x = F.dropout(x, 0.5, self.training)
-        return F.relu(self.fc1(x))
 
 
 class PANNs(PretrainedEncoder):
@@ -292,37 +165,7 @@ class PANNs(PretrainedEncoder):
         is not this model's (another model's, truncated, wrong shapes), never a partial load."""
         path = Path(path)
         expected = f"a PANNs {self.model_name} checkpoint ({self.spec.file})"
-        try:
-            try:
-                saved = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as err:  # objects besides tensors (a training run's sampler state)?
-                if "Unsupported global" not in str(err) and "safe_globals" not in str(err):
-                    raise  # not a pickle at all: below
-                if not self.spec.md5 or file_md5(path) != self.spec.md5:
-                    raise ESC50Error(f"{path}: holds pickled objects besides tensors and is not the published "
-                                     f"file (its md5 differs); expected {expected}") from None
-                saved = torch.load(path, map_location="cpu", weights_only=False)  # the publisher's, byte for byte
-        except ESC50Error:
-            raise
-        except FileNotFoundError:
-            raise ESC50Error(f"{path}: weights file not found") from None
-        except Exception as err:  # noqa: BLE001 - truncated, not a torch file, pickled code: one line
-            raise ESC50Error(f"{path}: not a readable torch checkpoint ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:120] if str(err) else 'no detail'}); expected {expected}; "
-                             "a download cut short? delete the file and fetch it again") from None
-        state = saved.get("model", saved) if isinstance(saved, dict) else None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ESC50Error(f"{path}: no state dict inside (a dict with a 'model' entry of tensors); "
-                             f"expected {expected}")
-        load_matching(self.audioset, state, str(path), expected)
-
-
-def file_md5(path: str | Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
+        load_matching(self.audioset, read_published(path, expected, self.spec.md5), str(path), expected)
 
 
 def resolve_weights(model: str, weights: str) -> Path:
