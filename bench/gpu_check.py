@@ -303,6 +303,8 @@ def main() -> None:
     parser.add_argument("--budget_s", type=float, help="stop starting sections after this long (default: 470 on "
                                                        "CUDA, 300 on the CPU)")
     parser.add_argument("--out", help="the result file (default: bench/results/gpu_check.json)")
+    parser.add_argument("--fresh_processes", action="store_true",
+                        help="the small CPU form too gives each section a process of its own, as on a GPU")
     parser.add_argument("--run_section", help=argparse.SUPPRESS)
     parser.add_argument("--params", help=argparse.SUPPRESS)
     parser.add_argument("--section_out", help=argparse.SUPPRESS)
@@ -328,7 +330,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         work = Path(tmp)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        check = Check(budget, env, in_process=small)
+        check = Check(budget, env, in_process=small and not args.fresh_processes)
         common = {"accelerator": args.accelerator, "cache_dir": str(work / "cache"), "overrides": overrides}
         check.section("policy", "policy", {"accelerator": args.accelerator}, 60)
         # the CNN first eagerly (it also computes the features into the shared cache), then compiled from cold caches
