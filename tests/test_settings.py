@@ -114,13 +114,13 @@ def test_what_a_gpu_run_resolves_is_asked_without_starting_cuda(capability, comp
     import torch
 
     import esc50_lightning.hardware as hardware
-    import esc50_lightning.models.classifier as classifier
+    import esc50_lightning.models.hardware_switches as switches
     from esc50_lightning.models import CNN, AudioClassifier
 
     model = AudioClassifier(functools.partial(CNN, channels=[4, 8]), input_shape=(16, 20), num_classes=3,
                             compile="auto", channels_last="auto")
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(hardware, "cuda_capability", lambda device: pytest.fail("asked torch.cuda"))
-    monkeypatch.setattr(classifier, "detect", lambda accelerator: hardware.Hardware("cuda", "a GPU", True, {},
-                                                                                    capability))
+    monkeypatch.setattr(switches, "detect", lambda accelerator: hardware.Hardware("cuda", "a GPU", True, {},
+                                                                                  capability))
     assert model.hardware_switches(torch.device("cuda")) == {"compile": compiles, "channels_last": True}

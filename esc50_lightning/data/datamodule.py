@@ -15,25 +15,23 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from esc50_lightning.atomic import save_torch_atomic
 from esc50_lightning.data.audio import CLIP_SECONDS
-from esc50_lightning.data.cache import cache_key, cached_clips, cached_features, content_key, load_cached
+from esc50_lightning.data.augmentation import SPECTROGRAM_AUGMENTS, training_augmentation
+from esc50_lightning.data.cache import cached_clips, cached_features
 from esc50_lightning.data.download import default_cache_dir, ensure_dataset
+from esc50_lightning.data.embedding_cache import cached_embeddings
 from esc50_lightning.data.meta import NUM_CLASSES, class_names, load_metadata
-from esc50_lightning.data.slices import SliceDataset, keep_batch
+from esc50_lightning.data.placement import RESIDENT_SHARE, InputPlacement, default_device
 from esc50_lightning.data.splits import fold_split, validation_folds
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.features import RandomGain, RandomTimeShift, build_augment, compute_features, pool
+from esc50_lightning.features import RandomTimeShift, compute_features, pool
 from esc50_lightning.features.pipeline import FrontendSettings, InputKind, InputPipeline
-from esc50_lightning.features.spectrogram import num_frames
-from esc50_lightning.locks import file_lock
 
-RESIDENT_SHARE = 0.25  # on_device auto: the clips stay on the GPU when they take at most this share of its free memory
-# spectrogram-level augmentation: refused with ``feature: waveform`` (an encoder masks its own input)
-SPECTROGRAM_AUGMENTS = ("freq_masks", "time_masks", "time_stretch", "freq_shift", "crop_seconds")
+# re-exported: imported from here before they had modules of their own
+__all__ = ["RESIDENT_SHARE", "SPECTROGRAM_AUGMENTS", "Augmentation", "ESC50DataModule", "default_cache_dir",
+           "default_device"]
 
 
 @dataclass
@@ -51,11 +49,7 @@ class Augmentation:
     crop_seconds: float = 0.0  # train on random windows this long (0: whole clips)
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class ESC50DataModule(L.LightningDataModule):
+class ESC50DataModule(InputPlacement, L.LightningDataModule):
     """ESC-50 with ``fold`` as the test fold and the other four for training.
 
     Args:
@@ -126,18 +120,7 @@ class ESC50DataModule(L.LightningDataModule):
         self.settings = FrontendSettings.from_mapping(self.hparams)
         self.pipeline = InputPipeline(self.settings)
         augment = asdict(augment or Augmentation())
-        if feature == "waveform":
-            spectral = [f"data.augment.{k}" for k in SPECTROGRAM_AUGMENTS if augment[k]]
-            if spectral:
-                raise ESC50Error(f"{', '.join(spectral)} act on spectrograms; with data.feature waveform the encoder "
-                                 "computes its own features and masks them itself (--model.net.init_args.freq_masks, "
-                                 "time_masks ...); keep data.augment to gain_db and time_shift")
-        self.gain = RandomGain(augment.pop("gain_db"), linear=feature == "waveform")
-        crop_seconds = augment.pop("crop_seconds")
-        if crop_seconds < 0:
-            raise ESC50Error(f"data.augment.crop_seconds must be >= 0, got {crop_seconds}")
-        crop_frames = num_frames(int(round(sample_rate * crop_seconds)), hop_length) if crop_seconds else 0
-        self.augment = build_augment(**augment, crop_frames=crop_frames)
+        self.gain, self.augment = training_augmentation(augment, feature, sample_rate, hop_length)
         self.meta = None
         self.class_names: list[str] = [f"class_{i}" for i in range(NUM_CLASSES)]
         self.on_device = on_device
@@ -156,10 +139,6 @@ class ESC50DataModule(L.LightningDataModule):
         return NUM_CLASSES
 
     # ----- loading: all clips, cached -----
-    def _device(self) -> torch.device:
-        trainer = getattr(self, "trainer", None)
-        return trainer.strategy.root_device if trainer is not None else default_device()
-
     def load_all(self) -> None:
         """Metadata, waveforms (or features) of every clip; cheap after the first time."""
         if self.meta is not None:
@@ -217,54 +196,7 @@ class ESC50DataModule(L.LightningDataModule):
         m = self.meta
         return x, m["target"].to_numpy(), m["fold"].to_numpy(), m["src_file"].to_numpy()
 
-    # ----- loaders -----
-    # ----- where batches come from: the training device, or pinned host memory -----
-    def keeps_inputs_on_device(self, device: torch.device) -> bool:
-        """Whether every clip's inputs stay on CUDA ``device`` (``on_device``; see the class)."""
-        if device.type != "cuda" or self.on_device is False or self.on_device == "false":
-            return False
-        if self.on_device is True or self.on_device == "true":
-            return True
-        free, _ = torch.cuda.mem_get_info(device)
-        return self.inputs.nbytes + self.targets.nbytes <= RESIDENT_SHARE * free
-
-    def batch_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(inputs, targets)`` of every clip, where batches are sliced from: on the training
-        device (copied there once per process) when it keeps them, else the host tensors."""
-        trainer = getattr(self, "trainer", None)
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        resident = self._resident
-        if resident is not None and resident[0] is self.inputs and resident[1].device == device:
-            return resident[1], resident[2]  # decided once: later loaders slice the same copy
-        if not self.keeps_inputs_on_device(device):
-            return self.inputs, self.targets
-        self._resident = (self.inputs, self.inputs.to(device), self.targets.to(device))
-        return self._resident[1], self._resident[2]
-
-    def _pipeline_on(self, device: torch.device) -> InputPipeline:
-        """``self.pipeline`` on ``device``: moved when it is elsewhere, not once per batch."""
-        if self._pipeline_placed is None or self._pipeline_placed[0] is not self.pipeline \
-                or self._pipeline_placed[1] != device:
-            self.pipeline.to(device)
-            self._pipeline_placed = (self.pipeline, device)
-        return self.pipeline
-
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        """Training: shuffled batches (under DDP Lightning shards them with a DistributedSampler).
-        Evaluation: in order, and under DDP each rank takes a disjoint share with no clip
-        repeated, so metrics summed over ranks count every clip exactly once."""
-        inputs, targets = self.batch_tensors()
-        dataset = SliceDataset(inputs, targets, self.index[part])
-        size = self.batch_size if shuffle else self.batch_size * 4
-        trainer = getattr(self, "trainer", None)
-        sampler = None
-        if not shuffle and trainer is not None and trainer.world_size > 1:
-            sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
-        on_host = inputs.device.type == "cpu"  # else sliced on the GPU: no workers, nothing to copy
-        pin = on_host and trainer is not None and trainer.strategy.root_device.type == "cuda"
-        return DataLoader(dataset, batch_size=size, shuffle=shuffle, sampler=sampler, collate_fn=keep_batch,
-                          num_workers=self.num_workers if on_host else 0, pin_memory=pin)
-
+    # ----- loaders (batches sliced where ``placement.InputPlacement`` keeps the clips) -----
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
@@ -322,21 +254,9 @@ class ESC50DataModule(L.LightningDataModule):
             raise ESC50Error("cached embeddings need data.feature waveform (the encoder reads the clips)")
         if self.serving_embeddings:
             return
-        device = device or self._device()
         paths = [Path(self.root) / "audio" / f for f in self.meta["filename"]]
-        key = cache_key(content_key(paths), {**self.settings.as_dict(), "encoder": encoder.encoder_key()})
-        path = self.cache_dir / f"embeddings-{type(encoder).__name__}-{key}.pt"
-        with file_lock(path.with_name(path.name + ".lock"),
-                       lambda: print(f"waiting for another process computing {path.name}")):
-            embeddings = load_cached(path)
-            if embeddings is None:
-                was_training = encoder.training
-                encoder.eval().to(device)
-                parts = [encoder.embed(self.inputs[i:i + batch_size].to(device)).float().cpu()
-                         for i in range(0, len(self.inputs), batch_size)]
-                encoder.train(was_training)
-                embeddings = torch.cat(parts) if parts else torch.empty(0, encoder.embedding_dim)
-                save_torch_atomic(embeddings, path)
+        embeddings = cached_embeddings(encoder, self.inputs, paths, self.settings.as_dict(), self.cache_dir,
+                                       device or self._device(), batch_size)
         if self.gain.max_db > 0 or any(isinstance(m, RandomTimeShift) for m in self.augment):
             print("linear probe on cached embeddings: data.augment (gain_db, time_shift) is not applied")
         self.inputs = embeddings.clone()

@@ -3,7 +3,6 @@ the network itself is any ``nn.Module`` built from ``(n_bins, n_frames, num_clas
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -14,58 +13,29 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
-from esc50_lightning.errors import ESC50Error
-from esc50_lightning.hardware import (
-    AUTO,
-    TRITON_MIN_CAPABILITY,
-    compile_refusal,
-    detect,
-    resolve_switch,
-    use_tensor_cores,
-)
+from esc50_lightning.hardware import AUTO, resolve_switch
 from esc50_lightning.models.distill import check_teacher, distillation_loss, teacher_path
+from esc50_lightning.models.encoder_training import (
+    check_encoder_input,
+    check_encoder_options,
+    freeze_for_epoch,
+    parameter_groups,
+)
 from esc50_lightning.models.encoders.base import is_encoder
+from esc50_lightning.models.hardware_switches import COMPILE_OPTIONS, HardwareSwitches
+from esc50_lightning.models.metrics import metric_collection
+from esc50_lightning.models.time_shifts import shift_averaged
+
+# re-exported: imported from here before they had modules of their own
+__all__ = ["COMPILE_OPTIONS", "AudioClassifier", "NetFactory", "metric_collection", "shift_averaged"]
 
 NetFactory = Callable[[int, int, int], nn.Module]
-log = logging.getLogger("esc50_lightning")
-# how the network is compiled: one static graph per mode (training, evaluation), at the shape of that
-# mode's first batch; a batch of any other shape runs eagerly (``AudioClassifier.run_net``)
-COMPILE_OPTIONS: dict = {"dynamic": False}
 
 
-def shift_averaged(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, shifts: int) -> torch.Tensor:
-    """``net(x)``, or with ``shifts > 1`` the log of its class probabilities averaged over
-    ``shifts`` circular time shifts of ``x`` (``(batch, bins, frames)``), evenly spaced."""
-    if shifts <= 1:
-        return net(x)
-    frames = x.shape[-1]
-    probs = [net(torch.roll(x, k * frames // shifts, -1)).float().softmax(-1) for k in range(shifts)]
-    return torch.stack(probs).mean(0).clamp_min(1e-12).log()
-
-
-def metric_collection(num_classes: int, prefix: str) -> MetricCollection:
-    """Accuracy (micro) and macro precision, recall and F1 over all classes."""
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "precision": MulticlassPrecision(num_classes, average="macro"),
-            "recall": MulticlassRecall(num_classes, average="macro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-        },
-        prefix=prefix,
-    )
-
-
-class AudioClassifier(L.LightningModule):
+class AudioClassifier(HardwareSwitches, L.LightningModule):
     """Classifies ``(batch, bins, frames)`` spectrograms into ``num_classes``.
 
     Args:
@@ -136,12 +106,7 @@ class AudioClassifier(L.LightningModule):
                              f"got {distill_weight} and {distill_temperature}")
         self.save_hyperparameters()  # under LightningCLI: the config (class paths), so checkpoints rebuild the net
         self.net = net(*input_shape, num_classes)
-        if (encoder_lr_scale != 1 or freeze_encoder_epochs) and not is_encoder(self.net):
-            raise ESC50Error(f"model.encoder_lr_scale and model.freeze_encoder_epochs apply to pretrained encoders "
-                             f"(models.encoders); {type(self.net).__name__} has none")
-        if encoder_lr_scale < 0 or freeze_encoder_epochs < 0:
-            raise ValueError(f"encoder_lr_scale and freeze_encoder_epochs must be >= 0, "
-                             f"got {encoder_lr_scale} and {freeze_encoder_epochs}")
+        check_encoder_options(self.net, encoder_lr_scale, freeze_encoder_epochs)
         self.optimizer = optimizer
         self.example_input_array = torch.zeros(2, *input_shape)
         self.val_metrics = metric_collection(num_classes, "val/")
@@ -151,79 +116,6 @@ class AudioClassifier(L.LightningModule):
         self.confusion: torch.Tensor | None = None  # filled at test end, read by `sweep`
         self.compiled = False
         self.teacher_models: list[AudioClassifier] = []  # a plain list: never trained, never saved
-
-    def configure_model(self) -> None:
-        # Only under a Trainer: load_from_checkpoint calls this hook too, and a loaded model is
-        # for inference or export, where compiling costs ~20 s and TorchScript/ONNX cannot trace it.
-        if self._trainer is None or self.compiled:
-            return
-        device = self.trainer.strategy.root_device
-        use_tensor_cores(device)  # in the process that trains (spawned DDP workers too)
-        if hasattr(self.net, "set_channels_last"):
-            self.net.set_channels_last(self.hardware_switches(device)["channels_last"])
-        if self.wants_compile(device):
-            self.compile_net()  # fit then test: compile once
-
-    def wants_compile(self, device: torch.device) -> bool:
-        """Whether to compile on ``device``: ``compile`` resolved by the hardware policy; where
-        compiling cannot run, ``auto`` says why in one log line and ``true`` is refused."""
-        requested = self.hparams.compile
-        refusal = compile_refusal(device) if requested == AUTO or torch.device(device).type == "cuda" else None
-        if requested == AUTO:
-            if refusal is not None:
-                log.info(f"compile off: {refusal}")
-            return refusal is None
-        if requested and refusal is not None:
-            raise ESC50Error(f"--model.compile true: {refusal}; use --model.compile auto or false")
-        return bool(requested)
-
-    def hardware_switches(self, device: torch.device | str) -> dict[str, bool | None]:
-        """What ``configure_model`` sets on ``device``: ``compile`` (as ``wants_compile`` decides
-        it, without a word) and ``channels_last`` (``None`` for a network without that layout).
-        What a run records it trained with (``training.settings.ran_with``)."""
-        layout = None
-        if hasattr(self.net, "set_channels_last"):
-            requested = self.hparams.get("channels_last", False)  # absent from older checkpoints
-            layout = resolve_switch("channels_last", requested, device)
-        requested = self.hparams.compile
-        if requested != AUTO:
-            compiled = bool(requested)
-        elif torch.device(device).type == "cuda" and not torch.cuda.is_initialized():
-            # asked before the Trainer starts: NVML's word on the GPUs, as hardware.detect reads
-            # them, so that a fork-based strategy (ddp_fork) still finds CUDA untouched
-            capability = detect("cuda").capability
-            compiled = capability is None or capability >= TRITON_MIN_CAPABILITY
-        else:
-            compiled = compile_refusal(device) is None
-        return {"compile": compiled, "channels_last": layout}
-
-    def compile_net(self) -> None:
-        """Compile the network in place (``nn.Module.compile``: its checkpoint keys stay), one
-        static graph per mode (``COMPILE_OPTIONS``; other shapes run eagerly, ``run_net``)."""
-        self.net.compile(**COMPILE_OPTIONS)
-        self.compiled = True
-        self.compiled_shapes: dict[bool, tuple[int, ...]] = {}  # training mode -> the shape compiled
-
-    def run_net(self, x: torch.Tensor) -> torch.Tensor:
-        """``self.net(x)``. Compiled, the first batch of each mode fixes the shape it runs
-        compiled at; a batch of any other shape runs eagerly rather than compiling a graph of
-        its own (an uneven last batch, a test fold of 400 at batch 128, a crop)."""
-        if self.compiled:
-            shape = self.compiled_shapes.setdefault(self.net.training, tuple(x.shape))
-            if tuple(x.shape) != shape:
-                with torch.compiler.set_stance("force_eager"):
-                    return self.net(x)
-        return self.net(x)
-
-    @property
-    def example_input_array(self) -> torch.Tensor | None:
-        """The model summary's example input; none once the network is compiled, where the
-        summary's forward pass would compile a throwaway graph for its batch of 2."""
-        return None if getattr(self, "compiled", False) else self._example_input_array
-
-    @example_input_array.setter
-    def example_input_array(self, example: torch.Tensor | None) -> None:
-        self._example_input_array = example
 
     def setup(self, stage: str) -> None:
         """With a pretrained encoder, before ``fit``: check the DataModule hands it waveforms at its
@@ -237,12 +129,7 @@ class AudioClassifier(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         settings = getattr(datamodule, "settings", None)
         if settings is not None:
-            name = type(self.net).__name__
-            if settings.feature != "waveform":
-                raise ESC50Error(f"{name} reads the waveform: set --data.feature waveform (not {settings.feature})")
-            if settings.sample_rate != self.net.sample_rate:
-                raise ESC50Error(f"{name} was pretrained at {self.net.sample_rate} Hz: set --data.sample_rate "
-                                 f"{self.net.sample_rate} (not {settings.sample_rate})")
+            check_encoder_input(self.net, settings)
         if hasattr(self.net, "load_pretrained"):
             self.net.load_pretrained()
         if getattr(self.net, "freeze", False) and hasattr(datamodule, "use_embeddings"):
@@ -261,9 +148,7 @@ class AudioClassifier(L.LightningModule):
                                               "net": {**net, "init_args": {**net["init_args"], **override()}}}
 
     def on_train_epoch_start(self) -> None:
-        epochs = self.hparams.get("freeze_encoder_epochs", 0)
-        if epochs and is_encoder(self.net) and not getattr(self.net, "freeze", False):
-            self.net.set_encoder_frozen(self.current_epoch < epochs)
+        freeze_for_epoch(self.net, self.current_epoch, self.hparams.get("freeze_encoder_epochs", 0))
 
     def on_fit_start(self) -> None:
         """Load the teachers for this fold, frozen, laid out and compiled like the student."""
@@ -357,14 +242,7 @@ class AudioClassifier(L.LightningModule):
         """Every parameter; with a pretrained encoder, two groups: the head's at the optimiser's
         ``lr`` and the encoder's with ``lr_scale`` ``encoder_lr_scale`` (applied in
         ``configure_optimizers``), or the head's alone for a frozen (probe) encoder."""
-        if not is_encoder(self.net):
-            return list(self.parameters())
-        head = list(self.net.head_parameters())
-        if getattr(self.net, "freeze", False):
-            return [{"params": head, "name": "head"}]
-        return [{"params": head, "name": "head"},
-                {"params": list(self.net.encoder_parameters()), "name": "encoder",
-                 "lr_scale": float(self.hparams.get("encoder_lr_scale", 1.0))}]
+        return parameter_groups(self, self.net, self.hparams.get("encoder_lr_scale", 1.0))
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer(self.parameter_groups())

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from esc50_lightning.features.pipeline import InputPipeline
-from esc50_lightning.models.classifier import shift_averaged
+from esc50_lightning.models.time_shifts import shift_averaged
 
 
 class WaveformClassifier(nn.Module):

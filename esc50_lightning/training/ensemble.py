@@ -27,8 +27,8 @@ from esc50_lightning.data.download import ensure_dataset
 from esc50_lightning.data.meta import class_names, load_metadata
 from esc50_lightning.data.splits import fold_split
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.models.classifier import metric_collection
 from esc50_lightning.models.distill import SPLIT_KEYS
+from esc50_lightning.models.metrics import metric_collection
 from esc50_lightning.models.waveform import EnsembleClassifier
 from esc50_lightning.results import METRICS, counted_accuracy, summarize_run, write_results
 from esc50_lightning.training.checkpoints import DATA_KEY, LoadedModel, load_checkpoint, read_checkpoint

@@ -22,9 +22,10 @@ from esc50_lightning.atomic import write_json_atomic
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.provenance import cpu_steal_share, machine_info
 from esc50_lightning.results import counted_accuracy
+from esc50_lightning.training.recipe import resolved_changes, setting_differences
 from esc50_lightning.training.settings import pin_hint, ran_with, resolution_here
 from esc50_lightning.training.summary import FoldHParams
-from esc50_lightning.training.sweep import FoldDir, resolved_changes, setting_differences
+from esc50_lightning.training.sweep import FoldDir
 
 
 def recorded_config(cli: LightningCLI) -> dict:

@@ -21,9 +21,9 @@ from esc50_lightning.models import AudioClassifier
 from esc50_lightning.models.distill import INPUT_KEYS, SPLIT_KEYS
 from esc50_lightning.training.checkpoints import data_settings, read_checkpoint
 from esc50_lightning.training.predictions import PredictionCSV
+from esc50_lightning.training.recipe import resolved_changes, setting_differences
 from esc50_lightning.training.report import fit_report
 from esc50_lightning.training.settings import checkpoint_ran_with, pin_hint, ran_with, resolution, resolution_here
-from esc50_lightning.training.sweep import resolved_changes, setting_differences
 from esc50_lightning.training.trainer import ESC50Trainer
 
 EVALUATE = ("validate", "test", "predict")  # subcommands that read a checkpoint's held-out clips
@@ -179,7 +179,7 @@ class ESC50CLI(LightningCLI):
 
     def _check_resumed_settings(self, last: Path) -> None:
         """The run ``--ckpt_path last`` resumes goes on only with the settings it was trained with,
-        as ``sweep`` resumes a fold (``training.sweep.setting_differences``; ``auto`` ones as they
+        as ``sweep`` resumes a fold (``training.recipe.setting_differences``; ``auto`` ones as they
         resolved, from its checkpoint's record): otherwise one line names each setting. How long it
         trains (``HOW_LONG``) may change: ``--trainer.max_epochs N`` trains it on to epoch N."""
         try:

@@ -3,7 +3,7 @@ compilation and the memory layout (``RESOLVED``).
 
 A run's config records ``auto`` as written; what it resolved to is recorded beside it: in every
 checkpoint (``RanWith``, a callback's state) and in a fold's ``result.json`` (``resolved``).
-``training.sweep.setting_differences`` compares these settings as resolved wherever both records
+``training.recipe.setting_differences`` compares these settings as resolved wherever both records
 know it (``resolution``), so a fold started in fp32 on a CPU is not resumed in bf16 where ``auto``
 means bf16, and a setting pinned to what ``auto`` chose is no change.
 """

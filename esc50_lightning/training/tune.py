@@ -22,7 +22,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.training.sweep import flat_settings, setting_differences
+from esc50_lightning.training.recipe import flat_settings, setting_differences
 from esc50_lightning.training.tune_space import differences
 from esc50_lightning.training.tune_trial import SCORED_ON, StudySettings, objective, process_tag
 

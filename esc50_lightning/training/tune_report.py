@@ -19,8 +19,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from esc50_lightning.atomic import write_json_atomic, write_text_atomic
 from esc50_lightning.errors import ESC50Error
+from esc50_lightning.training.recipe import NOT_COMPARED, setting_differences
 from esc50_lightning.training.summary import EVENTS, run_hparams, write_session
-from esc50_lightning.training.sweep import NOT_COMPARED, setting_differences
 
 STATES = ("COMPLETE", "PRUNED", "RUNNING", "WAITING", "FAIL")
 

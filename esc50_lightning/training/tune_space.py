@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.training.sweep import flat_settings
+from esc50_lightning.training.recipe import flat_settings
 
 FIELDS = ("low", "high", "log", "step", "choices", "type")
 # what decides which clips score a trial: searching it would compare trials on different clips

@@ -30,7 +30,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from esc50_lightning.atomic import write_json_atomic
 from esc50_lightning.errors import ESC50Error
-from esc50_lightning.training.sweep import FoldDir, flat_settings
+from esc50_lightning.training.recipe import flat_settings
+from esc50_lightning.training.sweep import FoldDir
 from esc50_lightning.training.tune_space import Space
 
 MONITOR = "val/acc"
