@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import data_root, write  # noqa: E402
-from bench.encoders_hf import ALL_CLIPS, TRAIN_CLIPS, BatchTimes, embedding, peak_rss_mb  # noqa: E402
+from bench.encoders_hf import ALL_CLIPS, TRAIN_CLIPS, embedding, timed_fit  # noqa: E402
 
 MODELS = ("Cnn6", "Cnn10", "Cnn14", "Cnn14_16k")
 
@@ -48,7 +46,6 @@ def fine_tuning(root: Path, model_name: str, steps: int, batch_size: int, accele
     from esc50_lightning.data import ESC50DataModule
     from esc50_lightning.models import AudioClassifier
     from esc50_lightning.models.encoders import PANNS_MODELS, PANNs
-    from esc50_lightning.training.trainer import ESC50Trainer
 
     rate = PANNS_MODELS[model_name].sample_rate
     data = ESC50DataModule(root=str(root), fold=1, feature="waveform", sample_rate=rate, batch_size=batch_size)
@@ -56,28 +53,8 @@ def fine_tuning(root: Path, model_name: str, steps: int, batch_size: int, accele
                             input_shape=data.feature_shape, num_classes=data.num_classes,
                             optimizer=functools.partial(torch.optim.Adam, lr=1e-3, amsgrad=True),
                             encoder_lr_scale=0.1, mixup_alpha=1.0, lr_schedule="cosine", warmup_epochs=1)
-    timer = BatchTimes()
-    trainer = ESC50Trainer(accelerator=accelerator, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
-                           logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                           enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
-    device = trainer.strategy.root_device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    trainer.fit(model, datamodule=data)
-    steady = timer.times[1:] or timer.times
-    batches = math.ceil(TRAIN_CLIPS / batch_size)
-    per_batch = statistics.median(steady)
-    figures = {
-        "precision": str(trainer.precision), "device": str(device), "sample_rate": rate,
-        "batch_size": batch_size, "batches_per_epoch": batches, "batches_run": len(timer.times),
-        "first_batch_s": round(timer.times[0], 2), "median_batch_s": round(per_batch, 3),
-        "batch_s": [round(t, 3) for t in timer.times],
-        "epoch_s": round(per_batch * batches, 1), "extrapolated": len(timer.times) < batches,
-        "peak_rss_mb": peak_rss_mb(),
-    }
-    if device.type == "cuda":
-        figures["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return figures, model.net, data, trainer
+    figures, net, data, trainer = timed_fit(model, data, steps, batch_size, accelerator)
+    return {**figures, "sample_rate": rate}, net, data, trainer
 
 
 def main() -> None:

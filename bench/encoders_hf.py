@@ -70,21 +70,16 @@ def ast_factory(n_bins: int, n_frames: int, num_classes: int) -> torch.nn.Module
     return AST(n_bins, n_frames, num_classes, weights=None)  # random, ASTConfig() defaults, 512 frames
 
 
-def fine_tuning(root: Path, steps: int, batch_size: int, accelerator: str) -> dict:
-    from esc50_lightning.data import ESC50DataModule
-    from esc50_lightning.models import AudioClassifier
+def timed_fit(model, data, steps: int, batch_size: int, accelerator: str) -> tuple:
+    """``steps`` training batches of one fold, timed one by one (the first is a warm-up), and the
+    epoch of ``TRAIN_CLIPS`` extrapolated from their median: ``(figures, net, data, trainer)``."""
     from esc50_lightning.training.trainer import ESC50Trainer
 
-    data = ESC50DataModule(root=str(root), fold=1, feature="waveform", sample_rate=16000, batch_size=batch_size)
-    model = AudioClassifier(ast_factory, input_shape=data.feature_shape, num_classes=data.num_classes,
-                            optimizer=functools.partial(torch.optim.Adam, lr=1e-5, weight_decay=5e-7,
-                                                        betas=(0.95, 0.999)),
-                            lr_schedule="cosine")
     timer = BatchTimes()
     trainer = ESC50Trainer(accelerator=accelerator, max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
                            enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
-    device = torch.device("cuda" if trainer.strategy.root_device.type == "cuda" else "cpu")
+    device = trainer.strategy.root_device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer.fit(model, datamodule=data)
@@ -102,6 +97,18 @@ def fine_tuning(root: Path, steps: int, batch_size: int, accelerator: str) -> di
     if device.type == "cuda":
         figures["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return figures, model.net, data, trainer
+
+
+def fine_tuning(root: Path, steps: int, batch_size: int, accelerator: str) -> tuple:
+    from esc50_lightning.data import ESC50DataModule
+    from esc50_lightning.models import AudioClassifier
+
+    data = ESC50DataModule(root=str(root), fold=1, feature="waveform", sample_rate=16000, batch_size=batch_size)
+    model = AudioClassifier(ast_factory, input_shape=data.feature_shape, num_classes=data.num_classes,
+                            optimizer=functools.partial(torch.optim.Adam, lr=1e-5, weight_decay=5e-7,
+                                                        betas=(0.95, 0.999)),
+                            lr_schedule="cosine")
+    return timed_fit(model, data, steps, batch_size, accelerator)
 
 
 @torch.no_grad()
