@@ -1,7 +1,7 @@
 """PANNs Cnn6, Cnn10, Cnn14 and Cnn14_16k with random weights of the published sizes on the real clips:
 seconds per fine-tuning epoch, peak memory, and the time to embed all 2,000 clips, with ``precision auto``.
 
-    ESC50_ROOT=/path/to/ESC-50 python bench/encoders.py --steps 4 --embed_clips 240
+    ESC50_ROOT=/path/to/ESC-50 python bench/encoders.py --steps 8 --embed_clips 240
 
 The weights are random (the published ones cannot be fetched here), of the published architectures
 and sizes: the times are the published models'; no accuracy is measured.
@@ -12,9 +12,9 @@ and sizes: the times are the published models'; no accuracy is measured.
   on fold 1's training split (1,440 clips, 45 batches), stopped after ``--steps`` batches
   (``limit_train_batches``, no validation). The first batch is a warm-up and left out; an epoch is
   the median of the others times 45 (``extrapolated`` says so when fewer than 45 ran).
-- Embedding: ``embed`` in eval mode, without gradients, under the same precision, in batches of
-  ``--embed_batch``, over the first ``--embed_clips`` clips; scaled to 2,000 when fewer
-  (``extrapolated``).
+- Embedding: ``esc50-lightning embed``'s own loop (eval mode, no gradients, fp32, as the command and
+  a probe's embedding cache run it), in batches of ``--embed_batch``, over the first
+  ``--embed_clips`` clips; scaled to 2,000 when fewer (``extrapolated``).
 - Peak memory: the process's peak resident set (``ru_maxrss``) after each phase (the decoded clips at
   the model's rate included: 1.3 GB at 32 kHz), each model in a process of its own, and on CUDA
   ``torch.cuda.max_memory_allocated``.
@@ -86,7 +86,7 @@ def main() -> None:
         print(f"{name} fine-tuning: {train['median_batch_s']} s a batch of {args.batch_size}, epoch of "
               f"{TRAIN_CLIPS} clips {train['epoch_s']} s{' (extrapolated)' if train['extrapolated'] else ''}, "
               f"peak RSS {train['peak_rss_mb']} MB")
-        embed = embedding(net, data, str(trainer.precision), trainer.strategy.root_device, args.embed_clips,
+        embed = embedding(net, data, trainer.strategy.root_device, args.embed_clips,
                           args.embed_batch)
         print(f"{name} embedding: {embed['clips_per_s']} clips/s, all 2,000 clips {embed['all_2000_clips_s']} s"
               f"{' (extrapolated)' if embed['extrapolated'] else ''}, peak RSS {embed['peak_rss_mb']} MB")

@@ -1,7 +1,7 @@
 """AST with random weights of the published size on the real clips: seconds per fine-tuning epoch,
 peak memory, and the time to embed all 2,000 clips, with ``precision auto``.
 
-    ESC50_ROOT=/path/to/ESC-50 python bench/encoders_hf.py --steps 6 --embed_clips 240
+    ESC50_ROOT=/path/to/ESC-50 python bench/encoders_hf.py --steps 3 --embed_clips 144
 
 The weights are random (``ASTConfig()``'s defaults: the architecture of
 ``MIT/ast-finetuned-audioset-10-10-0.4593``, 86.6 M parameters, cut to 512 frames as
@@ -13,8 +13,9 @@ model's; no accuracy is measured.
   batches), stopped after ``--steps`` batches (``limit_train_batches``, no validation). The first batch
   is a warm-up and left out; an epoch is the median of the others times 30 (``extrapolated`` says
   so when fewer than 30 ran).
-- Embedding: ``embed`` in eval mode, without gradients, under the same precision, in batches of
-  ``--embed_batch``, over the first ``--embed_clips`` clips; scaled to 2,000 when fewer (``extrapolated``).
+- Embedding: ``esc50-lightning embed``'s own loop (eval mode, no gradients, fp32, as the command and
+  a probe's embedding cache run it), in batches of ``--embed_batch``, over the first ``--embed_clips``
+  clips; scaled to 2,000 when fewer (``extrapolated``).
 - Peak memory: the process's peak resident set (``ru_maxrss``) after each phase (the 2,000 decoded
   clips, 640 MB, included), and on CUDA ``torch.cuda.max_memory_allocated``.
 """
@@ -112,19 +113,20 @@ def fine_tuning(root: Path, steps: int, batch_size: int, accelerator: str) -> tu
 
 
 @torch.no_grad()
-def embedding(net: torch.nn.Module, data, precision: str, device: torch.device, clips: int, batch: int) -> dict:
+def embedding(net: torch.nn.Module, data, device: torch.device, clips: int, batch: int) -> dict:
+    """``esc50-lightning embed``'s own loop (``embed_waves``: eval mode, no gradients, fp32, as the
+    command and a probe's embedding cache run) over the first ``clips`` clips, timed."""
+    from esc50_lightning.commands.embed import embed_waves
+
     net = net.to(device).eval()
-    dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if precision.startswith("16") else None
     inputs = data.inputs[:clips]
-    net.embed(inputs[:2].to(device))  # warm-up, not timed
+    embed_waves(net, inputs[:2], device, batch)  # warm-up, not timed
     synchronize(device)
     start = time.perf_counter()
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        for i in range(0, len(inputs), batch):
-            net.embed(inputs[i:i + batch].to(device)).float().cpu()
+    embed_waves(net, inputs, device, batch)
     synchronize(device)
     seconds = time.perf_counter() - start
-    return {"clips_timed": len(inputs), "batch_size": batch, "seconds_timed": round(seconds, 2),
+    return {"precision": "32-true", "clips_timed": len(inputs), "batch_size": batch, "seconds_timed": round(seconds, 2),
             "clips_per_s": round(len(inputs) / seconds, 2),
             "all_2000_clips_s": round(seconds * ALL_CLIPS / len(inputs), 1), "extrapolated": len(inputs) < ALL_CLIPS,
             "peak_rss_mb": peak_rss_mb()}
@@ -146,7 +148,7 @@ def main() -> None:
           f"clips {train['epoch_s']} s{' (extrapolated)' if train['extrapolated'] else ''}, "
           f"peak RSS {train['peak_rss_mb']} MB")
     data.load_all()
-    embed = embedding(net, data, str(trainer.precision), trainer.strategy.root_device, args.embed_clips,
+    embed = embedding(net, data, trainer.strategy.root_device, args.embed_clips,
                       args.embed_batch)
     print(f"AST embedding: {embed['clips_per_s']} clips/s, all 2,000 clips {embed['all_2000_clips_s']} s"
           f"{' (extrapolated)' if embed['extrapolated'] else ''}, peak RSS {embed['peak_rss_mb']} MB")

@@ -302,3 +302,28 @@ def test_help_lists_every_command_in_the_order_of_the_study(capsys):
     with pytest.raises(SystemExit):
         main(["trian"])
     assert "unknown command 'trian'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_a_config_optimizer_gets_no_setting_it_does_not_write(config, capsys):
+    """Naming another optimizer class in a config keeps only what the config writes and that class's
+    own defaults: jsonargparse would otherwise carry the default optimizer's (AdamW's) settings over,
+    as it once gave the PANNs recipes Adam with weight decay 0.01."""
+    import importlib
+    import inspect
+
+    import yaml
+
+    written = (yaml.safe_load((CONFIGS / config).read_text()).get("model") or {}).get("optimizer")
+    if not isinstance(written, dict):
+        pytest.skip(f"{config} keeps the default optimizer")
+    with pytest.raises(SystemExit):
+        main(["fit", f"--config={CONFIGS / config}", "--print_config"])
+    resolved = yaml.safe_load(capsys.readouterr().out)["model"]["optimizer"]
+    module, name = written["class_path"].rsplit(".", 1)
+    signature = inspect.signature(getattr(importlib.import_module(module), name))
+    defaults = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    mine = written.get("init_args") or {}
+    carried = {k: v for k, v in resolved["init_args"].items() if k not in mine and k in defaults
+               and v != defaults[k] and not (isinstance(v, list) and tuple(v) == defaults[k])}
+    assert not carried, f"{config}: {carried} resolved, neither written nor {name}'s default"

@@ -106,3 +106,20 @@ def test_fit_without_validation_split_says_so(tiny_root, tmp_path, monkeypatch, 
     out = capsys.readouterr().out
     assert "fit: no validation split; training accuracy" in out
     assert FAST_DATA["batch_size"]  # the fast settings the other tests share
+
+
+def test_the_fit_table_names_the_clips_it_scored(tiny_root, tmp_path, monkeypatch, capsys):
+    """With ``--trainer.limit_val_batches 1`` the last epoch's table says how many clips that batch
+    held, not the whole split's."""
+    from esc50_lightning.training.report import scored_clips
+
+    assert scored_clips({"val": 160, "test": 400}, val_batches=2, batch_size=32) == {"val": 64, "test": 400}
+    assert scored_clips({"val": 160}, val_batches=5, batch_size=32) == {"val": 160}
+    assert scored_clips({"val": 160}, val_batches=1, batch_size=32, world_size=2) == {"val": 64}
+    monkeypatch.chdir(tmp_path)
+    counts = []
+    for limit in ("1.0", "1"):  # the whole split, then one evaluation batch (4 x the training batch of 1)
+        main(["fit", *fast_args(tiny_root, tmp_path / "cache", epochs=1), "--data.batch_size=1",
+              f"--trainer.limit_val_batches={limit}"])
+        counts.append(int(re.search(r"\| validation, (\d+) clips \|", capsys.readouterr().out).group(1)))
+    assert counts[0] > 4 and counts[1] == 4

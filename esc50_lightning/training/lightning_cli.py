@@ -22,7 +22,7 @@ from esc50_lightning.models.distill import INPUT_KEYS, SPLIT_KEYS
 from esc50_lightning.training.checkpoints import data_settings, read_checkpoint
 from esc50_lightning.training.predictions import PredictionCSV
 from esc50_lightning.training.recipe import resolved_changes, setting_differences
-from esc50_lightning.training.report import fit_report
+from esc50_lightning.training.report import fit_report, scored_clips
 from esc50_lightning.training.settings import checkpoint_ran_with, pin_hint, ran_with, resolution, resolution_here
 from esc50_lightning.training.trainer import ESC50Trainer
 
@@ -206,7 +206,11 @@ class ESC50CLI(LightningCLI):
             return
         fold = self.datamodule.hparams.get("fold")
         index = getattr(self.datamodule, "index", {})
-        print(fit_report(self.trainer, fold, {part: len(index[part]) for part in ("val", "test") if part in index}))
+        clips = {part: len(index[part]) for part in ("val", "test") if part in index}
+        batches = sum(int(n) for n in self.trainer.num_val_batches if n != float("inf"))
+        size = getattr(self.trainer.val_dataloaders, "batch_size", None) or 0
+        clips = scored_clips(clips, batches, size, self.trainer.world_size)
+        print(fit_report(self.trainer, fold, clips))
         if fold == "all":
             print("fold all: every clip trained on; no fold held out, so no test")
 

@@ -40,6 +40,14 @@ def shown(path: str | Path) -> Path:
         return path
 
 
+def scored_clips(clips: dict[str, int], val_batches: int, batch_size: int, world_size: int = 1) -> dict[str, int]:
+    """The clips the last validation scored: fewer than the split's when ``limit_val_batches`` cut it
+    to ``val_batches`` batches (per process), so the table never names more clips than it scored."""
+    if "val" not in clips or val_batches <= 0 or batch_size <= 0:
+        return clips
+    return {**clips, "val": min(clips["val"], val_batches * batch_size * world_size)}
+
+
 def fit_report(trainer: Trainer, fold: int | str, clips: dict[str, int]) -> str:
     """The table and a closing line: the accuracy reached, after how many epochs, and where the run's
     checkpoint is with the command that tests it."""
@@ -53,7 +61,8 @@ def fit_report(trainer: Trainer, fold: int | str, clips: dict[str, int]) -> str:
         reached = f"no validation split; training accuracy {metrics['train/acc']:.4f}"
     else:
         reached = "no metrics logged"
-    lines.append(f"fit: {reached} after {trainer.current_epoch} epochs ({held_out})")
+    epochs = trainer.current_epoch
+    lines.append(f"fit: {reached} after {epochs} epoch{'' if epochs == 1 else 's'} ({held_out})")
     checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
     if checkpoint:
         test = "" if fold == "all" else f"; test it: esc50-lightning test --ckpt_path {shown(checkpoint)}"
