@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 
+from esc50_lightning.allocator import keep_freed_memory
 from esc50_lightning.console import configure_console
 from esc50_lightning.errors import ESC50Error
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     configure_console()
+    keep_freed_memory()  # every command that runs a network reuses its heap, not only fit's Trainer (allocator.py)
     try:
         run(argv)
     except ESC50Error as err:

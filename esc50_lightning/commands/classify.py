@@ -19,7 +19,6 @@ import sys
 
 from jsonargparse import ArgumentParser
 
-from esc50_lightning.allocator import keep_freed_memory
 from esc50_lightning.commands import command_parser
 from esc50_lightning.errors import ESC50Error
 from esc50_lightning.training.checkpoints import load_ensemble
@@ -53,7 +52,6 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str]) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as training does: a long file's windows reuse the heap
     args.ckpt, args.audio = checkpoints_and_audio(args.ckpt, list(getattr(args, "audio", None) or []), "--" in argv)
     if not args.audio:
         parser.error("the following arguments are required: audio")
